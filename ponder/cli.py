@@ -1,0 +1,101 @@
+"""The `ponder` command line.
+
+    ponder train [RECIPE] [--section.key=value ...]   run GRPO (default recipe: recipes/r1_zero.toml)
+    ponder train --resume RUN_DIR [--key=value ...]   continue a run from its last checkpoint
+    ponder report RUN_DIR                             learning summary (first vs last 20% of steps) + plot
+
+RECIPE is a path to a TOML file or the name of one under `recipes/` (e.g. `smoke`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ponder.config import ConfigError, load_config
+
+DEFAULT_RECIPE = "r1_zero"
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file from a path or a bare name looked up in ./recipes and the source tree's recipes/."""
+    given = Path(name)
+    if given.suffix == ".toml" or given.exists():
+        return given
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parent.parent / "recipes"):
+        candidate = root / f"{name}.toml"
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"no recipe named {name!r}: not a file, and no recipes/{name}.toml")
+
+
+def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from ponder.stages.grpo import GRPOTrainer
+    from ponder.train import checkpoint
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.toml").exists():
+            raise ConfigError(f"--resume {run_dir}: no config.toml there; is it a ponder run directory?")
+        cfg = load_config(run_dir / "config.toml", overrides)
+        last = checkpoint.latest(run_dir)
+        if last is None:
+            print(f"{run_dir}: no checkpoint yet; starting the run from step 0", file=sys.stderr)
+        trainer = GRPOTrainer(cfg, run_dir, resume_from=last)
+    else:
+        path = recipe_path(args.recipe or DEFAULT_RECIPE)
+        cfg = load_config(path, overrides)
+        run_dir = Path(cfg.run.dir or f"runs/{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (run_dir / "config.toml").exists():
+            raise ConfigError(f"run.dir = {str(run_dir)!r} already holds a run; use --resume {run_dir} or a new dir")
+        trainer = GRPOTrainer(cfg, run_dir)
+    print(f"run directory: {run_dir}")
+    trainer.train()
+    from ponder.report import summarize
+
+    print(summarize(run_dir))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
+    from ponder.report import plot, summarize
+
+    if overrides:
+        raise ConfigError(f"report takes no overrides, got {overrides}")
+    print(summarize(Path(args.run_dir)))
+    out = plot(Path(args.run_dir))
+    if out:
+        print(f"plot: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ponder", description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run GRPO from a recipe (default: r1_zero)", allow_abbrev=False)
+    train.add_argument("recipe", nargs="?", help="recipe file or name under recipes/")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.set_defaults(func=cmd_train)
+    report = sub.add_parser("report", help="summarise and plot a run")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ponder` console script."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        return args.func(args, rest)
+    except ConfigError as err:
+        print(f"ponder: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Typed, validated configuration: frozen dataclasses, TOML recipes and `--section.key=value` overrides.
+
+A recipe is a TOML file whose tables are the sections below. Every value a user can set lives in exactly
+one dataclass field; `load_config(recipe, overrides)` merges recipe and overrides, validates every key and
+value, and returns a `Config`. Errors name the key, the bad value and the allowed values, and unknown keys
+suggest the closest known one. `dump_toml(config)` writes the resolved config into the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+R1_ZERO_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
+    "<answer> answer here </answer>."
+)
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema; the message names the key."""
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} = {value!r} is not allowed; it must be {bound}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to train. `name`: alias (smollm2-135m), local HF dir, hub id, .gguf file, or `tiny`."""
+
+    name: str = "smollm2-135m"
+    dtype: str = "float32"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where prompts come from: a built-in generator (arithmetic, countdown, linear) or a `file`.
+
+    `args` are the task's own knobs (difficulty, path, field mapping); the task validates them.
+    """
+
+    name: str = "arithmetic"
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("task.name", self.name, ("arithmetic", "countdown", "linear", "file"))
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How a question becomes a prompt.
+
+    mode `r1_zero`: the paper's plain User/Assistant template for base models; `chat`: the tokenizer's chat
+    template with `system` as the system message. `prefill` is appended after the assistant turn starts
+    (the R1-Zero template ends with "Assistant: <think>"), and counts as part of the response for rewards.
+    """
+
+    mode: str = "chat"
+    system: str = R1_ZERO_SYSTEM
+    instruction: str = "{question}"
+    prefill: str = "<think>"
+
+    def __post_init__(self) -> None:
+        _choice("prompt.mode", self.mode, ("r1_zero", "chat"))
+        if "{question}" not in self.instruction:
+            raise ConfigError(f"prompt.instruction = {self.instruction!r} must contain '{{question}}'")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weighted sum of registered rule rewards: `weights = {accuracy = 1.0, format = 0.5}`."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise ConfigError("reward.weights is empty; name at least one reward, e.g. {accuracy = 1.0}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Rollout sampling. `max_new_tokens` is the maximum completion length."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        _positive("sampling.temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling.top_p = {self.top_p!r} is not allowed; it must be in (0, 1]")
+        _positive("sampling.top_k", self.top_k, allow_zero=True)
+        _positive("sampling.max_new_tokens", self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """The GRPO algorithm: B prompts x G samples per step, advantages, loss, clipping, KL, μ updates."""
+
+    steps: int = 40
+    prompts_per_step: int = 8
+    group_size: int = 8
+    advantage: str = "grpo"
+    loss: str = "grpo"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    beta: float = 0.0
+    kl: str = "k3"
+    ref_reset_every: int = 0
+    inner_updates: int = 1
+    micro_batch_size: int = 16
+    truncation: str = "none"
+    overlong_buffer: int = 32
+    overlong_penalty: float = 1.0
+    dynamic_sampling: bool = False
+    max_refills: int = 3
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "prompts_per_step", "group_size", "inner_updates", "micro_batch_size"):
+            _positive(f"grpo.{key}", getattr(self, key))
+        if self.group_size < 2:
+            raise ConfigError(f"grpo.group_size = {self.group_size} is not allowed; GRPO needs >= 2")
+        _choice("grpo.advantage", self.advantage, ("grpo", "dr_grpo", "rloo"))
+        _choice("grpo.loss", self.loss, ("grpo", "dapo", "dr_grpo"))
+        _choice("grpo.kl", self.kl, ("k1", "k2", "k3"))
+        _choice("grpo.truncation", self.truncation, ("none", "mask", "penalty"))
+        for key in ("eps_low", "eps_high", "beta", "ref_reset_every", "overlong_buffer", "max_refills"):
+            _positive(f"grpo.{key}", getattr(self, key), allow_zero=True)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then a constant or cosine schedule; global-norm gradient clipping."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("optim.lr", self.lr)
+        _choice("optim.schedule", self.schedule, ("constant", "cosine"))
+        _positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
+        _positive("optim.max_grad_norm", self.max_grad_norm, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a run is written. `dir` defaults to runs/<recipe>-<time>."""
+
+    dir: str = ""
+    seed: int = 0
+    save_every: int = 20
+    keep_checkpoints: int = 2
+    samples_per_step: int = 4
+    progress: bool = True
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("run.save_every", self.save_every, allow_zero=True)
+        _positive("run.keep_checkpoints", self.keep_checkpoints)
+        _positive("run.threads", self.threads, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _closest(name: str, options: list[str]) -> str:
+    near = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check (and gently convert) one value against a field's annotated type."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a table like {{name = 1.0}}")
+        _, vtyp = typing.get_args(typ)
+        return {k: _coerce(f"{key}.{k}", v, vtyp) for k, v in value.items()}
+    if typ is Any:
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key} = {value!r} is not allowed; it must be true or false")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be an integer")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be an integer") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a number") from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a string")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key '{full}'{_closest(key, names)}; known keys: {', '.join(names)}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{full}' must be a table ([{full}]), got {value!r}")
+            kwargs[key] = _build(typ, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(full, value, typ)
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as TOML (numbers, booleans, strings, arrays, inline tables), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '--{dotted}': '{part}' is a value, not a table")
+    node[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn `--section.key=value` arguments into a nested dict (values parsed as TOML)."""
+    data: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"override {arg!r} must look like --section.key=value")
+        dotted, text = arg[2:].split("=", 1)
+        _set_path(data, dotted, _parse_value(text))
+    return data
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Merge `extra` into `base`; tables deeper than `depth` levels are replaced whole."""
+    out = dict(base)
+    for key, value in extra.items():
+        if depth > 0 and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, depth - 1)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a syntax error names the file and line."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"recipe file not found: {path}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict (recipe + overrides) into a Config."""
+    return _build(Config, data, "")
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a recipe file (or the defaults) and apply `--section.key=value` overrides."""
+    # A recipe's table-valued fields (reward.weights, task.args) replace the defaults whole, so a recipe
+    # says everything it means; overrides then change single keys inside them.
+    data = _merge(to_dict(Config()), read_toml(recipe) if recipe else {}, depth=1)
+    return config_from_dict(_merge(data, parse_overrides(overrides or []), depth=3))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain nested dicts."""
+    return dataclasses.asdict(config)
+
+
+def dump_toml(config: Config) -> str:
+    """Serialise a Config to TOML text (round-trips through `load_config`)."""
+    lines: list[str] = []
+    for section, values in to_dict(config).items():
+        lines.append(f"[{section}]")
+        tables = []
+        for key, value in values.items():
+            if isinstance(value, dict):
+                tables.append((key, value))
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for key, table in tables:
+            lines.append(f"[{section}.{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} to TOML")

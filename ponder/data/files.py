@@ -1,0 +1,190 @@
+"""Datasets from files: JSONL / JSON (a list) / Parquet / CSV, with field mapping and answer formats.
+
+`FileTask(path, format=...)` turns each row into an `Item`; `format` says where the answer is:
+- "plain": the answer field as is; checker "numeric" when every answer is a number, else "exact"
+  (or `checker=` to override);
+- "gsm8k": the text after the last `####` (GSM8K's convention), commas removed; checker "numeric";
+- "math": the last `\\boxed{}` of the answer field (MATH / Minerva solutions); checker "numeric" for now,
+  to be upgraded to symbolic math equivalence.
+
+Every data error raises `DatasetError` naming the file and the line (or row) so a bad dataset is fixed in
+one look. Rows are loaded eagerly: reasoning datasets are small, and errors should surface at start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ponder.data.tasks import Item, check_shard, register_task
+from ponder.rewards.base import Reference
+from ponder.rewards.checkers import CHECKERS, parse_number
+from ponder.rewards.extract import boxed, gsm8k_final
+
+FORMATS = ("plain", "gsm8k", "math")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+FORMAT_CHECKER = {"gsm8k": "numeric", "math": "numeric"}
+
+
+class DatasetError(ValueError):
+    """A dataset file cannot be read or a row lacks what the task needs; the message names file and line."""
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"line {number}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}: line {number}: invalid JSON: {err}") from None
+    return rows
+
+
+def _read_json(path: Path) -> list[tuple[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return [(f"record {i}", row) for i, row in enumerate(data, start=1)]
+
+
+def _read_parquet(path: Path) -> list[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq  # optional heavy dependency, only for parquet files
+    except ImportError:
+        raise DatasetError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    return [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist(), start=1)]
+
+
+def _read_csv(path: Path) -> list[tuple[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        # line_num after reading a row is the file line where it ended (the header is line 1)
+        return [(f"line {reader.line_num}", row) for row in reader]
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+
+
+def read_records(path: str | Path) -> list[tuple[str, Any]]:
+    """(location, record) pairs in file order; location is "line N" (jsonl, csv) or "record/row N"."""
+    path = Path(path)
+    if path.suffix not in _READERS:
+        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; supported: {list(SUFFIXES)}")
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    return _READERS[path.suffix](path)
+
+
+def _answer_text(value: Any) -> str:
+    """A field value as answer text; integral floats lose their ".0" (AMC's 27.0 -> "27")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _parse_answer(raw: str, fmt: str, where: str) -> str:
+    if fmt == "gsm8k":
+        answer = gsm8k_final(raw)
+        if answer is None:
+            raise DatasetError(f"{where}: gsm8k answer has no '#### <answer>' line: {raw[-80:]!r}")
+        return answer
+    if fmt == "math":
+        answer = boxed(raw)
+        if answer is None:
+            raise DatasetError(f"{where}: math answer has no \\boxed{{...}}: {raw[-80:]!r}")
+        return answer
+    if not raw:
+        raise DatasetError(f"{where}: empty answer")
+    return raw
+
+
+@register_task("file")
+class FileTask:
+    """Prompts from a dataset file; `items()` cycles epochs forever, `rows()` gives file order for eval."""
+
+    name = "file"
+
+    def __init__(
+        self,
+        path: str,
+        format: str = "plain",
+        question_field: str = "question",
+        answer_field: str = "answer",
+        shuffle: bool = True,
+        limit: int | None = None,
+        checker: str | None = None,
+    ):
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if checker is not None and checker not in CHECKERS:
+            raise ValueError(f"unknown checker {checker!r}; available: {sorted(CHECKERS)}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        self.path, self.format, self.shuffle, self.limit = str(path), format, shuffle, limit
+        self.question_field, self.answer_field = question_field, answer_field
+        pairs = self._load()
+        if not pairs:
+            raise DatasetError(f"{self.path}: no rows")
+        self.checker = checker or FORMAT_CHECKER.get(format) or self._plain_checker([a for _, a in pairs])
+        stem = Path(self.path).stem
+        self._items = [
+            Item(question, Reference(answer, self.checker), f"{stem}-{i}")
+            for i, (question, answer) in enumerate(pairs)
+        ]
+
+    @staticmethod
+    def _plain_checker(answers: list[str]) -> str:
+        return "numeric" if all(parse_number(a) is not None for a in answers) else "exact"
+
+    def _field(self, record: Any, field: str, where: str) -> str:
+        if not isinstance(record, dict):
+            raise DatasetError(f"{where}: expected an object with fields, got {type(record).__name__}")
+        if field not in record or record[field] is None:
+            raise DatasetError(f"{where}: missing field {field!r}; available fields: {sorted(record)}")
+        return _answer_text(record[field])
+
+    def _load(self) -> list[tuple[str, str]]:
+        records = read_records(self.path)
+        if self.limit is not None:
+            records = records[: self.limit]
+        pairs = []
+        for location, record in records:
+            where = f"{self.path}: {location}"
+            question = self._field(record, self.question_field, where)
+            raw = self._field(record, self.answer_field, where)
+            pairs.append((question, _parse_answer(raw, self.format, where)))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def rows(self) -> list[Item]:
+        """All items in file order (for evaluation)."""
+        return list(self._items)
+
+    def _stream(self, seed: int) -> Iterator[Item]:
+        for epoch in itertools.count():
+            order = list(range(len(self._items)))
+            if self.shuffle:
+                random.Random(seed + epoch).shuffle(order)
+            yield from (self._items[i] for i in order)
+
+    def items(self, seed: int, rank: int = 0, world: int = 1) -> Iterator[Item]:
+        """Infinite: epoch e is the file reshuffled with Random(seed + e) (file order if not shuffle);
+        rank r takes items r, r + world, ... of that single stream."""
+        check_shard(rank, world)
+        return itertools.islice(self._stream(seed), rank, None, world)
+
+    def describe(self) -> str:
+        return f"file: {self.path} ({len(self)} rows, format {self.format}, checker {self.checker})"

@@ -1,0 +1,74 @@
+"""Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG.
+
+    ponder report RUN_DIR
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ponder.train.metrics import mean_and_se, read_jsonl
+
+CURVES = ("reward", "accuracy", "format", "response_len_mean")
+
+
+def learning_summary(rows: list[dict[str, Any]], key: str = "accuracy", frac: float = 0.2) -> dict[str, float]:
+    """Mean ± standard error of `key` over the first and last `frac` of steps, and the z-score of the gain.
+
+    Each step's value is a mean over its B×G samples; the standard error is taken over steps, so it
+    includes prompt-to-prompt variation.
+    """
+    k = max(1, int(round(len(rows) * frac)))
+    first, fse = mean_and_se([r[key] for r in rows[:k]])
+    last, lse = mean_and_se([r[key] for r in rows[-k:]])
+    noise = math.sqrt(fse**2 + lse**2) if not (math.isnan(fse) or math.isnan(lse)) else float("nan")
+    z = (last - first) / noise if noise and not math.isnan(noise) else float("nan")
+    return {"first": first, "first_se": fse, "last": last, "last_se": lse, "steps_each": k, "z": z}
+
+
+def summarize(run_dir: Path) -> str:
+    """A few lines a person reads at the end of a run."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return f"{run_dir}: no metrics.jsonl yet"
+    rows = read_jsonl(path)
+    if not rows:
+        return f"{run_dir}: no steps logged"
+    lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
+    for key in ("accuracy", "reward", "format"):
+        s = learning_summary(rows, key)
+        lines.append(
+            f"  {key:9s} first {s['steps_each']} steps {s['first']:.3f} ± {s['first_se']:.3f}   "
+            f"last {s['steps_each']} steps {s['last']:.3f} ± {s['last_se']:.3f}   gain/noise z = {s['z']:.1f}"
+        )
+    gen = sum(r["time_gen"] for r in rows)
+    rew = sum(r["time_reward"] for r in rows)
+    trn = sum(r["time_train"] for r in rows)
+    total = max(gen + rew + trn, 1e-9)
+    lines.append(f"  time split: generation {gen / total:.0%}, reward {rew / total:.0%}, training {trn / total:.0%}")
+    return "\n".join(lines)
+
+
+def plot(run_dir: Path) -> Path | None:
+    """Write `curves.png` (reward, accuracy, format, length per step); None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3))
+    for ax, key in zip(axes, CURVES, strict=True):
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    out = Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,78 @@
+"""Reward registry: the `Reference` a task item carries, `register_reward`, and the weighted sum.
+
+A reward is a pure function `fn(completion: str, ref: Reference) -> float`. `completion` is the assistant's
+whole response text (including any prefilled `<think>`). The GRPO stage scores every completion with the
+rewards named in the recipe and trains on their weighted sum (DeepSeek-R1 sums an accuracy and a format
+reward, arXiv:2501.12948 section 2.2.2).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Ground truth for one prompt.
+
+    `answer` is the reference answer as text, `checker` names a function in `rewards.checkers.CHECKERS`,
+    `meta` holds checker-specific data (countdown: `{"numbers": [...], "target": n}`).
+    """
+
+    answer: str
+    checker: str = "numeric"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+RewardFn = Callable[[str, Reference], float]
+
+REWARDS: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator adding `fn` to `REWARDS` under `name`; a second registration of one name is an error."""
+
+    def decorate(fn: RewardFn) -> RewardFn:
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is already registered (by {REWARDS[name].__qualname__})")
+        REWARDS[name] = fn
+        return fn
+
+    return decorate
+
+
+def unknown_name_error(kind: str, name: str, available: list[str]) -> ValueError:
+    """A ValueError naming the unknown `name`, the closest available one (difflib), and all choices."""
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}.{hint} Available: {sorted(available)}")
+
+
+def get_reward(name: str) -> RewardFn:
+    """The reward registered as `name`; an unknown name raises ValueError listing the choices."""
+    if name not in REWARDS:
+        raise unknown_name_error("reward", name, list(REWARDS))
+    return REWARDS[name]
+
+
+def weighted_sum(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """total = sum_r weights[r] * scores[r] over the rewards named in `weights`.
+
+    A weight whose score is missing is an error rather than a silent 0, so a typo in a recipe shows up.
+    """
+    missing = [name for name in weights if name not in scores]
+    if missing:
+        raise KeyError(f"no score for weighted reward(s) {missing}; scores have {sorted(scores)}")
+    return float(sum(weight * scores[name] for name, weight in weights.items()))
+
+
+def score_all(completion: str, ref: Reference, weights: Mapping[str, float]) -> dict[str, float]:
+    """Each reward named in `weights` on one completion (raw, unweighted), plus "total" = weighted sum."""
+    if "total" in weights:
+        raise ValueError("'total' is reserved for the weighted sum and cannot be a reward name")
+    scores = {name: float(get_reward(name)(completion, ref)) for name in weights}
+    scores["total"] = weighted_sum(scores, weights)
+    return scores

@@ -1,0 +1,30 @@
+"""The rollout interface every generation backend implements (transformers today, the fast engine later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ponder.config import SamplingConfig
+
+
+@dataclass
+class Completion:
+    """One sampled continuation of one prompt.
+
+    `token_ids` stop after the first end-of-sequence token (which is kept, so the policy learns to stop);
+    `finished` is False when the sample ran into `max_new_tokens` (truncated).
+    """
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finished: bool
+
+
+class Generator(Protocol):
+    """Samples completions. Prompts arrive already repeated G times for a GRPO group."""
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
+        """Sample one completion per prompt, reproducibly for a given seed and weights."""
+        ...

@@ -1,0 +1,329 @@
+"""The GRPO training stage: R1-Zero-style reinforcement learning with rule rewards.
+
+Run it with `ponder train [RECIPE] [--section.key=value ...]`; resume with `ponder train --resume RUN_DIR`.
+
+One step (DeepSeekMath GRPO, Shao et al. 2024, sec. 4; DeepSeek-R1 sec. 2.2):
+  1. draw B task items, render prompts, sample G completions each (old policy = current weights);
+  2. score every completion with the weighted rule rewards (+ optional DAPO overlong penalty);
+  3. group-relative advantages (registry `algos.ADVANTAGES`); DAPO dynamic sampling may drop groups whose
+     rewards are all equal (they carry no signal) and draw more prompts;
+  4. μ inner updates over the batch in micro-batches: clipped surrogate (+ β·KL to the reference),
+     aggregated by the registry `algos.LOSS_AGGREGATIONS`, gradient clipping, AdamW.
+Departures from the paper: the reference model is optionally reset to the policy every N steps (as in
+DeepSeek-R1's RL, sec. 2.2.2 of the R1 report); μ = 1 by default, where old log-probs equal the current
+ones (ratio 1) and need no extra forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder.algos import ADVANTAGES, entropy_from_logits, policy_loss, token_logprobs
+from ponder.algos.shaping import overlong_penalty
+from ponder.config import Config, dump_toml
+from ponder.data.tasks import Item, build_task
+from ponder.data.templates import render_prompt
+from ponder.model import copy_for_reference, load_model, pick_device
+from ponder.rewards import score_all
+from ponder.rollout import Completion, HFGenerator
+from ponder.train import checkpoint
+from ponder.train.dist import current_ranks, reduce_mean, shard_count
+from ponder.train.metrics import JsonlWriter, StepProgress, truncate_jsonl
+from ponder.train.optim import build_optimizer, build_scheduler
+
+ALWAYS_LOGGED = ("accuracy", "format")  # logged every step even when not part of the reward
+
+
+@dataclass
+class Batch:
+    """One step's experience: G completions for each kept item, scored, with advantages."""
+
+    items: list[Item]
+    completions: list[Completion]  # (B*G,), a group's samples contiguous
+    scores: list[dict[str, float]]  # per completion: each reward's raw value and "total"
+    advantages_N: torch.Tensor
+    prompts_drawn: int
+    groups_dropped: int
+
+
+class GRPOTrainer:
+    """Owns the policy, reference, optimizer, data stream and run directory of one GRPO run."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ranks = current_ranks()
+        if self.ranks.world > 1:
+            raise NotImplementedError("multi-process GRPO is not implemented yet; run one process")
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.device = pick_device(cfg.model.device)
+        source = str(resume_from) if resume_from else cfg.model.name
+        self.model, self.tokenizer = load_model(source, dtype=cfg.model.dtype, device=self.device)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.train()
+        # The reference is the starting policy; on resume it restarts from the checkpoint (documented).
+        self.ref = copy_for_reference(self.model) if cfg.grpo.beta > 0 else None
+        self.generator = HFGenerator(self.model, self.tokenizer)
+        self.task = build_task(cfg.task.name, **cfg.task.args)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.grpo.steps, cfg.optim)
+        self.step, self.data_position = 0, 0
+        if resume_from:
+            self._restore(resume_from)
+        self.stream = self.task.items(cfg.run.seed, self.ranks.rank, self.ranks.world)
+        for _ in range(self.data_position):  # same data order as an uninterrupted run
+            next(self.stream)
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def train(self) -> Path:
+        """Run until `grpo.steps`, logging and checkpointing; returns the run directory."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.toml").write_text(dump_toml(cfg))
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(self.run_dir / name, self.step)
+        metrics, samples = JsonlWriter(self.run_dir / "metrics.jsonl"), JsonlWriter(self.run_dir / "samples.jsonl")
+        try:
+            with StepProgress(cfg.grpo.steps, self.step, cfg.run.progress) as progress:
+                while self.step < cfg.grpo.steps:
+                    row, examples = self.train_step()
+                    metrics.write(row)
+                    for example in examples:
+                        samples.write(example)
+                    progress.update(row)
+                    if cfg.run.save_every and (self.step % cfg.run.save_every == 0 or self.step == cfg.grpo.steps):
+                        self.save()
+        finally:
+            metrics.close()
+            samples.close()
+        return self.run_dir
+
+    def train_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Collect one batch, update the policy, and return (metrics row, sample rows)."""
+        t0 = time.perf_counter()
+        batch, t_gen, t_reward = self.collect()
+        t1 = time.perf_counter()
+        stats = self.update(batch) if batch.completions else {}
+        self.step += 1
+        reset = self.cfg.grpo.ref_reset_every
+        if self.ref is not None and reset and self.step % reset == 0:
+            self.ref.load_state_dict(self.model.state_dict())
+        timing = {"time_gen": t_gen, "time_reward": t_reward, "time_train": time.perf_counter() - t1}
+        timing["time_step"] = time.perf_counter() - t0
+        row = {"step": self.step, **self._batch_metrics(batch), **stats, **timing}
+        row = {"step": self.step, **reduce_mean({k: v for k, v in row.items() if k != "step"}, self.ranks)}
+        return row, self._examples(batch)
+
+    # ------------------------------------------------------------------------------------ rollout
+
+    def collect(self) -> tuple[Batch, float, float]:
+        """Sample and score B groups; with dynamic sampling, refill groups whose rewards were all equal."""
+        cfg = self.cfg.grpo
+        want = shard_count(cfg.prompts_per_step, self.ranks)
+        kept: list[tuple[Item, list[Completion], list[dict[str, float]]]] = []
+        drawn = dropped = 0
+        t_gen = t_reward = 0.0
+        rounds = 1 + (cfg.max_refills if cfg.dynamic_sampling else 0)
+        for attempt in range(rounds):
+            items = [next(self.stream) for _ in range(want - len(kept))]
+            self.data_position += len(items)
+            drawn += len(items)
+            t0 = time.perf_counter()
+            prompts = [self._encode(item) for item in items for _ in range(cfg.group_size)]
+            seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt
+            completions = self.generator.generate(prompts, self.cfg.sampling, seed)
+            t1 = time.perf_counter()
+            scores = [self._score(item, c) for item, c in zip(_repeat(items, cfg.group_size), completions)]
+            t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
+            for i, item in enumerate(items):
+                group = slice(i * cfg.group_size, (i + 1) * cfg.group_size)
+                totals = [s["total"] for s in scores[group]]
+                if cfg.dynamic_sampling and max(totals) == min(totals):
+                    dropped += 1
+                    continue
+                kept.append((item, completions[group], scores[group]))
+            if len(kept) >= want:
+                break
+        kept = kept[:want]
+        completions = [c for _, group, _ in kept for c in group]
+        scores = [s for _, _, group in kept for s in group]
+        rewards_N = torch.tensor([s["total"] for s in scores], dtype=torch.float32)
+        advantages_N = ADVANTAGES[cfg.advantage](rewards_N, cfg.group_size) if scores else rewards_N
+        batch = Batch([k[0] for k in kept], completions, scores, advantages_N, drawn, dropped)
+        return batch, t_gen, t_reward
+
+    def _encode(self, item: Item) -> list[int]:
+        text = render_prompt(item.prompt, self.tokenizer, self.cfg.prompt)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _score(self, item: Item, completion: Completion) -> dict[str, float]:
+        response = self.cfg.prompt.prefill + completion.text
+        scores = score_all(response, item.ref, self.cfg.reward.weights)
+        for name in ALWAYS_LOGGED:
+            if name not in scores:
+                scores[name] = score_all(response, item.ref, {name: 1.0})[name]
+        if self.cfg.grpo.truncation == "penalty":
+            g = self.cfg.grpo
+            penalty = overlong_penalty(
+                len(completion.token_ids), self.cfg.sampling.max_new_tokens, g.overlong_buffer, g.overlong_penalty
+            )
+            scores["overlong"] = penalty
+            scores["total"] += penalty
+        return scores
+
+    # ------------------------------------------------------------------------------------ update
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """μ inner updates of the policy on one batch; returns loss statistics."""
+        cfg = self.cfg.grpo
+        ids_NT, attn_NT, mask_NC, width = self._tensors(batch.completions)
+        adv_N = batch.advantages_N.to(self.device)
+        n = ids_NT.shape[0]
+        chunks = [slice(i, min(i + cfg.micro_batch_size, n)) for i in range(0, n, cfg.micro_batch_size)]
+        totals = {
+            "total_seqs": n,
+            "total_tokens": int(mask_NC.sum().item()),
+            "max_len": self.cfg.sampling.max_new_tokens,
+        }
+        old = self._frozen_logprobs(self.model, ids_NT, attn_NT, width, chunks) if cfg.inner_updates > 1 else None
+        ref = self._frozen_logprobs(self.ref, ids_NT, attn_NT, width, chunks) if self.ref is not None else None
+        sums = {"loss": 0.0, "clip_sum": 0.0, "kl_sum": 0.0, "tokens": 0.0, "entropy_sum": 0.0, "grad_norm": 0.0}
+        for _ in range(cfg.inner_updates):
+            self.optimizer.zero_grad(set_to_none=True)
+            for mb in chunks:
+                logits = self._logits(self.model, ids_NT[mb], attn_NT[mb], width)  # (b, C, V)
+                logp_BC = token_logprobs(logits, ids_NT[mb, width:], self.cfg.sampling.temperature)
+                loss, st = policy_loss(
+                    cfg.loss,
+                    logp_BC,
+                    old[mb] if old is not None else logp_BC.detach(),
+                    adv_N[mb],
+                    mask_NC[mb],
+                    eps_low=cfg.eps_low,
+                    eps_high=cfg.eps_high,
+                    ref_logp_BT=ref[mb] if ref is not None else None,
+                    beta=cfg.beta,
+                    kl=cfg.kl,
+                    **totals,
+                )
+                loss.backward()
+                with torch.no_grad():
+                    ent = entropy_from_logits(logits, self.cfg.sampling.temperature)
+                    sums["entropy_sum"] += float((ent * mask_NC[mb]).sum())
+                sums["loss"] += float(loss)
+                for key in ("clip_sum", "kl_sum", "tokens"):
+                    sums[key] += float(st[key])
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm or 1e9)
+            sums["grad_norm"] += float(norm)
+            self.optimizer.step()
+        self.scheduler.step()
+        tokens = max(sums["tokens"], 1.0)
+        mu = cfg.inner_updates
+        return {
+            "loss": sums["loss"] / mu,
+            "clip_frac": sums["clip_sum"] / tokens,
+            "kl": sums["kl_sum"] / tokens,
+            "entropy": sums["entropy_sum"] / tokens,
+            "grad_norm": sums["grad_norm"] / mu,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _tensors(self, completions: list[Completion]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Prompts left-padded to width P, completions right-padded to C: ids/attention (N, P+C), mask (N, C)."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(c.prompt_ids) for c in completions)
+        clen = max(1, max(len(c.token_ids) for c in completions))
+        n = len(completions)
+        ids = torch.full((n, width + clen), pad, dtype=torch.long)
+        attn = torch.zeros((n, width + clen), dtype=torch.long)
+        mask = torch.zeros((n, clen), dtype=torch.float32)
+        drop_truncated = self.cfg.grpo.truncation == "mask"
+        for i, c in enumerate(completions):
+            p, t = len(c.prompt_ids), len(c.token_ids)
+            ids[i, width - p : width] = torch.tensor(c.prompt_ids)
+            ids[i, width : width + t] = torch.tensor(c.token_ids, dtype=torch.long)
+            attn[i, width - p : width + t] = 1
+            if not (drop_truncated and not c.finished):  # DAPO overlong filtering masks truncated samples
+                mask[i, :t] = 1.0
+        return ids.to(self.device), attn.to(self.device), mask.to(self.device), width
+
+    @staticmethod
+    def _logits(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int) -> torch.Tensor:
+        """Logits predicting each completion token: (b, C, V). Positions skip left padding, as in generate."""
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        clen = ids.shape[1] - width
+        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=clen + 1)
+        return out.logits[:, :-1]
+
+    def _frozen_logprobs(self, model, ids, attn, width, chunks) -> torch.Tensor:
+        """Log-probs of the sampled tokens under a model without gradients: (N, C)."""
+        with torch.no_grad():
+            parts = [
+                token_logprobs(self._logits(model, ids[mb], attn[mb], width), ids[mb, width:], self.cfg.sampling.temperature)
+                for mb in chunks
+            ]
+        return torch.cat(parts)
+
+    # ------------------------------------------------------------------------------------ logging
+
+    def _batch_metrics(self, batch: Batch) -> dict[str, float]:
+        n = max(1, len(batch.scores))
+        names = sorted({k for s in batch.scores for k in s})
+        row = {f"reward/{k}": sum(s[k] for s in batch.scores) / n for k in names if k != "total"}
+        lengths = [len(c.token_ids) for c in batch.completions] or [0]
+        totals = [s["total"] for s in batch.scores] or [0.0]
+        mean = sum(totals) / len(totals)
+        return {
+            "reward": mean,
+            "reward_std": (sum((t - mean) ** 2 for t in totals) / len(totals)) ** 0.5,
+            "accuracy": row.get("reward/accuracy", 0.0),
+            "format": row.get("reward/format", 0.0),
+            **row,
+            "response_len_mean": sum(lengths) / len(lengths),
+            "response_len_max": max(lengths),
+            "truncated_frac": sum(not c.finished for c in batch.completions) / n,
+            "groups_kept": len(batch.items),
+            "groups_dropped": batch.groups_dropped,
+            "prompts_drawn": batch.prompts_drawn,
+        }
+
+    def _examples(self, batch: Batch) -> list[dict[str, Any]]:
+        g = self.cfg.grpo.group_size
+        out = []
+        for i, item in enumerate(batch.items[: self.cfg.run.samples_per_step]):
+            c, s = batch.completions[i * g], batch.scores[i * g]
+            out.append({"step": self.step, "id": item.id, "prompt": item.prompt, "answer": item.ref.answer,
+                        "response": self.cfg.prompt.prefill + c.text, "scores": s, "advantage": float(batch.advantages_N[i * g])})
+        return out
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        """Write `checkpoints/step-N/` (HF model + trainer state)."""
+        state = checkpoint.Resumable(
+            step=self.step,
+            data_position=self.data_position,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=checkpoint.rng_state(),
+        )
+        return checkpoint.save(self.run_dir, self.model, self.tokenizer, state, self.cfg.run.keep_checkpoints)
+
+    def _restore(self, path: Path) -> None:
+        state = checkpoint.load(path)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        checkpoint.set_rng_state(state.rng)
+        self.step, self.data_position = state.step, state.data_position
+
+
+def _repeat(items: list[Item], times: int) -> list[Item]:
+    return [item for item in items for _ in range(times)]
