@@ -49,7 +49,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
         cfg = load_config(path, overrides)
         run_dir = Path(cfg.run.dir or f"runs/{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "config.toml").exists():
-            raise ConfigError(f"run.dir = {str(run_dir)!r} already holds a run; use --resume {run_dir} or a new dir")
+            raise ConfigError(
+                f"run.dir = {str(run_dir)!r} already holds a run; use --resume {run_dir} or a new dir"
+            )
         trainer = GRPOTrainer(cfg, run_dir)
     print(f"run directory: {run_dir}")
     trainer.train()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 R1_ZERO_SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -109,7 +110,7 @@ class SamplingConfig:
     max_new_tokens: int = 128
 
     def __post_init__(self) -> None:
-        _positive("sampling.temperature", self.temperature)
+        _positive("sampling.temperature", self.temperature, allow_zero=True)  # 0 = greedy (evaluation)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"sampling.top_p = {self.top_p!r} is not allowed; it must be in (0, 1]")
         _positive("sampling.top_k", self.top_k, allow_zero=True)
@@ -172,6 +173,32 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation before training, every `every` steps (0: only before and after), and at the end.
+
+    `size` items (0 turns evaluation off) from `task`/`args` (empty: the training task, drawn with `seed`, a
+    stream apart from training's). `samples` per item at `temperature` (0 = greedy);
+    `max_new_tokens` 0 means the training length.
+    """
+
+    size: int = 0
+    every: int = 0
+    samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 0
+    task: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    seed: int = 10_000_019
+
+    def __post_init__(self) -> None:
+        for key in ("size", "every", "max_new_tokens", "temperature"):
+            _positive(f"eval.{key}", getattr(self, key), allow_zero=True)
+        _positive("eval.samples", self.samples)
+        if self.task:
+            _choice("eval.task", self.task, ("arithmetic", "countdown", "linear", "file"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Where and how a run is written. `dir` defaults to runs/<recipe>-<time>."""
 
@@ -200,7 +227,15 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.sampling.temperature == 0:
+            raise ConfigError(
+                "sampling.temperature = 0 is not allowed for training: the G samples of a group would be "
+                "identical; use a value > 0 (eval.temperature = 0 gives greedy evaluation)"
+            )
 
 
 # --------------------------------------------------------------------------------------------- parsing

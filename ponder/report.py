@@ -1,6 +1,6 @@
 """Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG.
 
-    ponder report RUN_DIR
+ponder report RUN_DIR
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from ponder.train.metrics import mean_and_se, read_jsonl
 CURVES = ("reward", "accuracy", "format", "response_len_mean")
 
 
-def learning_summary(rows: list[dict[str, Any]], key: str = "accuracy", frac: float = 0.2) -> dict[str, float]:
+def learning_summary(
+    rows: list[dict[str, Any]], key: str = "accuracy", frac: float = 0.2
+) -> dict[str, float]:
     """Mean ± standard error of `key` over the first and last `frac` of steps, and the z-score of the gain.
 
     Each step's value is a mean over its B×G samples; the standard error is taken over steps, so it
@@ -47,7 +49,9 @@ def summarize(run_dir: Path) -> str:
     rew = sum(r["time_reward"] for r in rows)
     trn = sum(r["time_train"] for r in rows)
     total = max(gen + rew + trn, 1e-9)
-    lines.append(f"  time split: generation {gen / total:.0%}, reward {rew / total:.0%}, training {trn / total:.0%}")
+    lines.append(
+        f"  time split: generation {gen / total:.0%}, reward {rew / total:.0%}, training {trn / total:.0%}"
+    )
     return "\n".join(lines)
 
 

@@ -160,13 +160,13 @@ ACC_REF = Reference("82")
         (GOOD, 1.0, 1.0, 1.0, 1.0),
         ("  <think>t</think>\n\n<answer>82</answer>\n", 1.0, 1.0, 1.0, 1.0),
         ("<think>t</think><answer>81</answer>", 0.0, 0.0, 1.0, 1.0),
-        # two blocks: no valid block, so lenient falls back to the last number (82), as documented
-        ("<think>t</think><answer>81</answer><answer>82</answer>", 0.0, 0.5, 0.0, 0.5),
+        # two blocks are a hedge: an <answer> tag without one valid block gets nothing, not the last number
+        ("<think>t</think><answer>81</answer><answer>82</answer>", 0.0, 0.0, 0.0, 0.5),
         ("<think>t</think><answer>82</answer><answer>81</answer>", 0.0, 0.0, 0.0, 0.5),
         ("<think>t</think><answer> </answer>", 0.0, 0.0, 0.0, 1.0),
-        ("<think>the answer is <answer>82</answer></think>", 0.0, 0.5, 0.0, 1.0),
-        ("<answer>82</answer><think>t</think>", 0.0, 0.5, 0.0, 1.0),
-        ("<think>t<answer>82", 0.0, 0.5, 0.0, 0.5),
+        ("<think>the answer is <answer>82</answer></think>", 0.0, 0.0, 0.0, 1.0),
+        ("<answer>82</answer><think>t</think>", 0.0, 0.0, 0.0, 1.0),
+        ("<think>t<answer>82", 0.0, 0.0, 0.0, 0.5),
         ("the answer is 82.", 0.0, 0.5, 0.0, 0.0),
         ("<think>t</think><answer>82</answer> extra text", 1.0, 1.0, 0.0, 1.0),
         ("<think> </think><answer>82</answer>", 1.0, 1.0, 0.0, 1.0),  # empty think

@@ -1,7 +1,7 @@
 """Model loading and saving: HF directories, hub ids, GGUF files, tiny random models; HF checkpoints out.
 
-    from ponder.model import load_model, save_checkpoint
-    model, tokenizer = load_model("tiny")
+from ponder.model import load_model, save_checkpoint
+model, tokenizer = load_model("tiny")
 """
 
 from ponder.model.load import (

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
@@ -82,7 +83,7 @@ def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; an explicit device must be available."""
+    """ "auto" picks cuda, then mps, then cpu; an explicit device must be available."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -154,7 +155,8 @@ def load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrain
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    with _skip_weight_init():  # every weight is overwritten below; random init of 135M params costs ~4 s
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model, torch_dtype=dtype)
     missing, unexpected = model.load_state_dict(tensors["tensors"], strict=False)
     # With tied embeddings GGUF stores only the input embedding; lm_head shares it.
@@ -163,6 +165,18 @@ def load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrain
         raise RuntimeError(f"GGUF {path} does not match {type(model).__name__}: {missing=} {unexpected=}")
     model.tie_weights()
     return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def _skip_weight_init() -> contextlib.AbstractContextManager:
+    # transformers' own switch for this; it moved modules in v5, and skipping is only a speed-up.
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _existing(name: str) -> Path:

@@ -46,11 +46,11 @@ class TinyConfig:
                 raise ValueError(f"TinyConfig.{key} must be positive, got {value}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"TinyConfig.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+                f"TinyConfig.hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}"
             )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"TinyConfig.num_heads ({self.num_heads}) must be divisible by num_kv_heads ({self.num_kv_heads})"
+                f"TinyConfig.num_heads {self.num_heads} not divisible by num_kv_heads {self.num_kv_heads}"
             )
 
 
@@ -91,7 +91,9 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_model(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast, dtype: torch.dtype) -> LlamaForCausalLM:
+def build_tiny_model(
+    cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast, dtype: torch.dtype
+) -> LlamaForCausalLM:
     """A randomly initialised LlamaForCausalLM; the same `cfg.seed` gives the same weights."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -113,7 +115,9 @@ def build_tiny_model(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast, dtype:
     return model.to(dtype)
 
 
-def build_tiny(name: str, cfg: TinyConfig | None, dtype: torch.dtype) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def build_tiny(
+    name: str, cfg: TinyConfig | None, dtype: torch.dtype
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """Model and tokenizer for "tiny" / "tiny:<preset>"; an explicit `cfg` wins over the preset."""
     preset = tiny_preset(name)  # validates the name even when cfg is given
     cfg = cfg if cfg is not None else preset

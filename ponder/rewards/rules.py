@@ -38,11 +38,14 @@ def accuracy_lenient(completion: str, ref: Reference) -> float:
     Why the half credit: a small base model rarely emits the tags at first, so strict accuracy is 0 for every
     sample in a group and GRPO's group-normalised advantage is 0 too: no learning signal. Half credit rewards
     being right, while the full point still requires the format. A wrong answer block gets 0 (no fallback), so
-    a policy cannot hedge with a wrong block and a right number elsewhere. Only for numeric answers.
+    a policy cannot hedge with a wrong block and a right number elsewhere; nor can it hedge with several
+    blocks: any `<answer>` tag without one valid block gets 0. Only for numeric answers.
     """
     block = answer_block(completion)
     if block is not None:
         return 1.0 if _is_correct(block, ref) else 0.0
+    if "<answer>" in completion:
+        return 0.0
     return 0.5 if _is_correct(last_number(strip_tags(completion)), ref) else 0.0
 
 

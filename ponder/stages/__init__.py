@@ -1,1 +1,4 @@
-"""Training stages; each composes model, rollout, rewards, algos and train parts. Stages never import each other."""
+"""Training stages; each composes model, rollout, rewards, algos and train parts.
+
+Stages never import each other.
+"""

@@ -17,7 +17,7 @@ ones (ratio 1) and need no extra forward pass.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ponder.algos.shaping import overlong_penalty
 from ponder.config import Config, dump_toml
 from ponder.data.tasks import Item, build_task
 from ponder.data.templates import render_prompt
+from ponder.evaluate import evaluate_items
 from ponder.model import copy_for_reference, load_model, pick_device
 from ponder.rewards import score_all
 from ponder.rollout import Completion, HFGenerator
@@ -80,6 +81,7 @@ class GRPOTrainer:
         self.stream = self.task.items(cfg.run.seed, self.ranks.rank, self.ranks.world)
         for _ in range(self.data_position):  # same data order as an uninterrupted run
             next(self.stream)
+        self.eval_items = self._eval_items()
 
     # ------------------------------------------------------------------------------------ the loop
 
@@ -88,10 +90,16 @@ class GRPOTrainer:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.toml").write_text(dump_toml(cfg))
-        for name in ("metrics.jsonl", "samples.jsonl"):
+        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
             truncate_jsonl(self.run_dir / name, self.step)
-        metrics, samples = JsonlWriter(self.run_dir / "metrics.jsonl"), JsonlWriter(self.run_dir / "samples.jsonl")
+        metrics, samples = (
+            JsonlWriter(self.run_dir / "metrics.jsonl"),
+            JsonlWriter(self.run_dir / "samples.jsonl"),
+        )
+        evals = JsonlWriter(self.run_dir / "eval.jsonl")
         try:
+            if self.step == 0:
+                self._evaluate(evals)
             with StepProgress(cfg.grpo.steps, self.step, cfg.run.progress) as progress:
                 while self.step < cfg.grpo.steps:
                     row, examples = self.train_step()
@@ -99,11 +107,14 @@ class GRPOTrainer:
                     for example in examples:
                         samples.write(example)
                     progress.update(row)
-                    if cfg.run.save_every and (self.step % cfg.run.save_every == 0 or self.step == cfg.grpo.steps):
+                    last = self.step == cfg.grpo.steps
+                    if (cfg.eval.every and self.step % cfg.eval.every == 0) or last:
+                        self._evaluate(evals)
+                    if cfg.run.save_every and (self.step % cfg.run.save_every == 0 or last):
                         self.save()
         finally:
-            metrics.close()
-            samples.close()
+            for writer in (metrics, samples, evals):
+                writer.close()
         return self.run_dir
 
     def train_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -141,7 +152,8 @@ class GRPOTrainer:
             seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt
             completions = self.generator.generate(prompts, self.cfg.sampling, seed)
             t1 = time.perf_counter()
-            scores = [self._score(item, c) for item, c in zip(_repeat(items, cfg.group_size), completions)]
+            repeated = _repeat(items, cfg.group_size)
+            scores = [self._score(item, c) for item, c in zip(repeated, completions, strict=True)]
             t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
             for i, item in enumerate(items):
                 group = slice(i * cfg.group_size, (i + 1) * cfg.group_size)
@@ -173,7 +185,10 @@ class GRPOTrainer:
         if self.cfg.grpo.truncation == "penalty":
             g = self.cfg.grpo
             penalty = overlong_penalty(
-                len(completion.token_ids), self.cfg.sampling.max_new_tokens, g.overlong_buffer, g.overlong_penalty
+                len(completion.token_ids),
+                self.cfg.sampling.max_new_tokens,
+                g.overlong_buffer,
+                g.overlong_penalty,
             )
             scores["overlong"] = penalty
             scores["total"] += penalty
@@ -193,9 +208,22 @@ class GRPOTrainer:
             "total_tokens": int(mask_NC.sum().item()),
             "max_len": self.cfg.sampling.max_new_tokens,
         }
-        old = self._frozen_logprobs(self.model, ids_NT, attn_NT, width, chunks) if cfg.inner_updates > 1 else None
-        ref = self._frozen_logprobs(self.ref, ids_NT, attn_NT, width, chunks) if self.ref is not None else None
-        sums = {"loss": 0.0, "clip_sum": 0.0, "kl_sum": 0.0, "tokens": 0.0, "entropy_sum": 0.0, "grad_norm": 0.0}
+        old = (
+            self._frozen_logprobs(self.model, ids_NT, attn_NT, width, chunks)
+            if cfg.inner_updates > 1
+            else None
+        )
+        ref = (
+            self._frozen_logprobs(self.ref, ids_NT, attn_NT, width, chunks) if self.ref is not None else None
+        )
+        sums = {
+            "loss": 0.0,
+            "clip_sum": 0.0,
+            "kl_sum": 0.0,
+            "tokens": 0.0,
+            "entropy_sum": 0.0,
+            "grad_norm": 0.0,
+        }
         for _ in range(cfg.inner_updates):
             self.optimizer.zero_grad(set_to_none=True)
             for mb in chunks:
@@ -218,10 +246,12 @@ class GRPOTrainer:
                 with torch.no_grad():
                     ent = entropy_from_logits(logits, self.cfg.sampling.temperature)
                     sums["entropy_sum"] += float((ent * mask_NC[mb]).sum())
-                sums["loss"] += float(loss)
+                sums["loss"] += float(loss.detach())
                 for key in ("clip_sum", "kl_sum", "tokens"):
                     sums[key] += float(st[key])
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm or 1e9)
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.optim.max_grad_norm or 1e9
+            )
             sums["grad_norm"] += float(norm)
             self.optimizer.step()
         self.scheduler.step()
@@ -237,7 +267,10 @@ class GRPOTrainer:
         }
 
     def _tensors(self, completions: list[Completion]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Prompts left-padded to width P, completions right-padded to C: ids/attention (N, P+C), mask (N, C)."""
+        """Prompts left-padded to width P, completions right-padded to C.
+
+        Returns ids and attention (N, P+C), the completion loss mask (N, C), and P.
+        """
         pad = self.tokenizer.pad_token_id
         width = max(len(c.prompt_ids) for c in completions)
         clen = max(1, max(len(c.token_ids) for c in completions))
@@ -267,10 +300,40 @@ class GRPOTrainer:
         """Log-probs of the sampled tokens under a model without gradients: (N, C)."""
         with torch.no_grad():
             parts = [
-                token_logprobs(self._logits(model, ids[mb], attn[mb], width), ids[mb, width:], self.cfg.sampling.temperature)
+                token_logprobs(
+                    self._logits(model, ids[mb], attn[mb], width),
+                    ids[mb, width:],
+                    self.cfg.sampling.temperature,
+                )
                 for mb in chunks
             ]
         return torch.cat(parts)
+
+    # ------------------------------------------------------------------------------------ evaluation
+
+    def _eval_items(self) -> list[Item]:
+        ev = self.cfg.eval
+        if not ev.size:
+            return []
+        task = build_task(ev.task, **ev.args) if ev.task else self.task
+        stream = task.items(ev.seed)
+        return [next(stream) for _ in range(ev.size)]
+
+    def _evaluate(self, writer: JsonlWriter) -> None:
+        if not self.eval_items:
+            return
+        ev = self.cfg.eval
+        sampling = replace(
+            self.cfg.sampling,
+            temperature=ev.temperature,
+            max_new_tokens=ev.max_new_tokens or self.cfg.sampling.max_new_tokens,
+        )
+        t0 = time.perf_counter()
+        result = evaluate_items(
+            self.generator, self.tokenizer, self.eval_items, self.cfg.prompt, sampling, ev.samples, ev.seed
+        )
+        rows = result.pop("rows")
+        writer.write({"step": self.step, **result, "time": time.perf_counter() - t0, "examples": rows[:3]})
 
     # ------------------------------------------------------------------------------------ logging
 
@@ -300,8 +363,17 @@ class GRPOTrainer:
         out = []
         for i, item in enumerate(batch.items[: self.cfg.run.samples_per_step]):
             c, s = batch.completions[i * g], batch.scores[i * g]
-            out.append({"step": self.step, "id": item.id, "prompt": item.prompt, "answer": item.ref.answer,
-                        "response": self.cfg.prompt.prefill + c.text, "scores": s, "advantage": float(batch.advantages_N[i * g])})
+            out.append(
+                {
+                    "step": self.step,
+                    "id": item.id,
+                    "prompt": item.prompt,
+                    "answer": item.ref.answer,
+                    "response": self.cfg.prompt.prefill + c.text,
+                    "scores": s,
+                    "advantage": float(batch.advantages_N[i * g]),
+                }
+            )
         return out
 
     # ------------------------------------------------------------------------------------ checkpoints

@@ -38,7 +38,9 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= max_step]
+    keep = [
+        line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= max_step
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -1,0 +1,54 @@
+"""Accuracy of a policy on a fixed list of task items: k samples each (k=1 at temperature 0 is greedy).
+
+Reports, averaged over items and samples (the R1 paper's pass@1 as a mean over k samples):
+  accuracy — strict: the single `<answer>` block is right (the R1 rule reward);
+  correct  — the answer is right where it is stated: the answer block, else the last number;
+  format   — the whole response is `<think>…</think><answer>…</answer>`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ponder.config import PromptConfig, SamplingConfig
+from ponder.data.tasks import Item
+from ponder.data.templates import render_prompt
+from ponder.rewards import score_all
+from ponder.rollout.base import Generator
+
+METRICS = {"accuracy": 1.0, "accuracy_lenient": 1.0, "format": 1.0}
+
+
+def evaluate_items(
+    generator: Generator,
+    tokenizer,
+    items: list[Item],
+    prompt: PromptConfig,
+    sampling: SamplingConfig,
+    samples: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Generate `samples` responses per item and average the rule metrics; also returns the responses."""
+    if sampling.temperature == 0:
+        samples = 1  # greedy: k copies would agree
+    ids = [
+        tokenizer(render_prompt(it.prompt, tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        for it in items
+    ]
+    prompts = [p for p in ids for _ in range(samples)]
+    completions = generator.generate(prompts, sampling, seed)
+    rows = []
+    for i, c in enumerate(completions):
+        item = items[i // samples]
+        s = score_all(prompt.prefill + c.text, item.ref, METRICS)
+        rows.append({"id": item.id, "response": prompt.prefill + c.text, "answer": item.ref.answer, **s})
+    n = max(1, len(rows))
+    return {
+        "n_items": len(items),
+        "samples": samples,
+        "accuracy": sum(r["accuracy"] for r in rows) / n,
+        "correct": sum(r["accuracy_lenient"] > 0 for r in rows) / n,
+        "format": sum(r["format"] for r in rows) / n,
+        "response_len_mean": sum(len(c.token_ids) for c in completions) / n,
+        "rows": rows,
+    }

@@ -1,0 +1,83 @@
+"""Config: TOML recipes, overrides, and validation errors that name the key, value and allowed values."""
+
+from pathlib import Path
+
+import pytest
+
+from ponder.config import Config, ConfigError, dump_toml, load_config, parse_overrides
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
+
+
+def test_defaults_and_overrides_on_cpu():
+    cfg = load_config(
+        None, ["--grpo.steps=7", "--optim.lr=3e-5", "--task.args.digits=1", "--run.progress=false"]
+    )
+    assert cfg.grpo.steps == 7 and cfg.optim.lr == 3e-5 and cfg.task.args == {"digits": 1}
+    assert cfg.run.progress is False
+
+
+def test_override_changes_one_weight_and_keeps_the_others_on_cpu():
+    cfg = load_config(None, ["--reward.weights.tags=0.1"])
+    assert cfg.reward.weights == {**Config().reward.weights, "tags": 0.1}
+
+
+def test_recipe_table_replaces_default_weights(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[reward]\nweights = { accuracy = 2.0 }\n[grpo]\nsteps = 3\n")
+    cfg = load_config(recipe)
+    assert cfg.reward.weights == {"accuracy": 2.0} and cfg.grpo.steps == 3
+
+
+def test_unknown_key_suggests_closest_on_cpu():
+    with pytest.raises(ConfigError, match=r"unknown key 'grpo.stpes'.*did you mean 'steps'"):
+        load_config(None, ["--grpo.stpes=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'optimm'.*did you mean 'optim'"):
+        load_config(None, ["--optimm.lr=1"])
+
+
+def test_bad_choice_names_key_value_and_allowed_on_cpu():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["--grpo.loss=ppo"])
+    msg = str(err.value)
+    assert "grpo.loss" in msg and "'ppo'" in msg and "'dapo'" in msg and "'dr_grpo'" in msg
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("--grpo.steps=abc", "grpo.steps = 'abc'"),
+        ("--grpo.group_size=1", "grpo.group_size = 1"),
+        ("--sampling.top_p=1.5", "sampling.top_p = 1.5"),
+        ("--optim.lr=-1", "optim.lr = -1"),
+        ("--run.progress=maybe", "run.progress = 'maybe'"),
+        ("--prompt.instruction=hello", "must contain '{question}'"),
+    ],
+)
+def test_bad_values_on_cpu(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("{", r"\{").replace("}", r"\}")):
+        load_config(None, [override])
+
+
+def test_malformed_override_on_cpu():
+    with pytest.raises(ConfigError, match="--section.key=value"):
+        parse_overrides(["grpo.steps=3"])
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    recipe = tmp_path / "broken.toml"
+    recipe.write_text("[grpo]\nsteps = = 3\n")
+    with pytest.raises(ConfigError, match=r"broken.toml.*line 2"):
+        load_config(recipe)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(None, ["--task.args.digits=3", '--prompt.system=a "quoted"\nline', "--grpo.beta=0.04"])
+    path = tmp_path / "config.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_shipped_recipes_validate(recipe):
+    load_config(recipe)
