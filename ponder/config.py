@@ -48,18 +48,21 @@ class ModelConfig:
 
     `dtype` is the parameters' (and optimizer's) precision; `autocast` = "bfloat16" runs the forward and
     backward passes in bf16 mixed precision over float32 parameters (1.7x faster training on CPUs with AMX,
-    measured on SmolLM2-135M; the usual choice on GPUs).
+    measured on SmolLM2-135M; the usual choice on GPUs). `attention` picks transformers' attention
+    implementation (`default` keeps the model's).
     """
 
     name: str = "smollm2-135m"
     dtype: str = "float32"
     autocast: str = "none"
+    attention: str = "default"
     device: str = "auto"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _choice("model.autocast", self.autocast, ("none", "bfloat16", "float16"))
+        _choice("model.attention", self.attention, ("default", "sdpa", "eager"))
 
 
 @dataclass(frozen=True)

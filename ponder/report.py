@@ -11,7 +11,7 @@ from typing import Any
 
 from ponder.train.metrics import mean_and_se, read_jsonl
 
-CURVES = ("reward", "accuracy", "format", "response_len_mean")
+CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean")
 
 
 def learning_summary(
@@ -39,11 +39,21 @@ def summarize(run_dir: Path) -> str:
     if not rows:
         return f"{run_dir}: no steps logged"
     lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
-    for key in ("accuracy", "reward", "format"):
+    for key in ("correct", "accuracy", "format", "reward"):
+        if key not in rows[0]:
+            continue
         s = learning_summary(rows, key)
         lines.append(
             f"  {key:9s} first {s['steps_each']} steps {s['first']:.3f} ± {s['first_se']:.3f}   "
             f"last {s['steps_each']} steps {s['last']:.3f} ± {s['last_se']:.3f}   gain/noise z = {s['z']:.1f}"
+        )
+    evals = Path(run_dir) / "eval.jsonl"
+    if evals.exists() and evals.stat().st_size:
+        ev = read_jsonl(evals)
+        a, b = ev[0], ev[-1]
+        lines.append(
+            f"  held-out ({a['n_items']} items x {a['samples']}, steps {a['step']} -> {b['step']}): "
+            + ", ".join(f"{k} {a[k]:.3f} -> {b[k]:.3f}" for k in ("correct", "accuracy", "format"))
         )
     gen = sum(r["time_gen"] for r in rows)
     rew = sum(r["time_reward"] for r in rows)

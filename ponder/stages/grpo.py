@@ -36,8 +36,11 @@ from ponder.train import checkpoint
 from ponder.train.dist import current_ranks, reduce_mean, shard_count
 from ponder.train.metrics import JsonlWriter, StepProgress, truncate_jsonl
 from ponder.train.optim import build_optimizer, build_scheduler
+from ponder.train.packing import Packed, completion_logits, pack
 
-ALWAYS_LOGGED = ("accuracy", "format")  # logged every step even when not part of the reward
+# Logged every step even when not part of the reward. "correct" (derived from accuracy_lenient) counts a
+# response as right when its answer block is right or, with no answer tag at all, its last number is.
+ALWAYS_LOGGED = ("accuracy", "accuracy_lenient", "format")
 
 
 @dataclass
@@ -66,6 +69,8 @@ class GRPOTrainer:
         self.device = pick_device(cfg.model.device)
         source = str(resume_from) if resume_from else cfg.model.name
         self.model, self.tokenizer = load_model(source, dtype=cfg.model.dtype, device=self.device)
+        if cfg.model.attention != "default":
+            self.model.set_attn_implementation(cfg.model.attention)
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.model.train()
@@ -200,23 +205,19 @@ class GRPOTrainer:
     def update(self, batch: Batch) -> dict[str, float]:
         """μ inner updates of the policy on one batch; returns loss statistics."""
         cfg = self.cfg.grpo
-        ids_NT, attn_NT, mask_NC, width = self._tensors(batch.completions)
+        drop_truncated = cfg.truncation == "mask"  # DAPO overlong filtering
+        packed = pack(batch.completions, self.tokenizer.pad_token_id, self.device, drop_truncated)
+        mask_NC = packed.mask_NC
         adv_N = batch.advantages_N.to(self.device)
-        n = ids_NT.shape[0]
+        n = mask_NC.shape[0]
         chunks = [slice(i, min(i + cfg.micro_batch_size, n)) for i in range(0, n, cfg.micro_batch_size)]
         totals = {
             "total_seqs": n,
             "total_tokens": int(mask_NC.sum().item()),
             "max_len": self.cfg.sampling.max_new_tokens,
         }
-        old = (
-            self._frozen_logprobs(self.model, ids_NT, attn_NT, width, chunks)
-            if cfg.inner_updates > 1
-            else None
-        )
-        ref = (
-            self._frozen_logprobs(self.ref, ids_NT, attn_NT, width, chunks) if self.ref is not None else None
-        )
+        old = self._frozen_logprobs(self.model, packed, chunks) if cfg.inner_updates > 1 else None
+        ref = self._frozen_logprobs(self.ref, packed, chunks) if self.ref is not None else None
         sums = {
             "loss": 0.0,
             "clip_sum": 0.0,
@@ -224,12 +225,12 @@ class GRPOTrainer:
             "tokens": 0.0,
             "entropy_sum": 0.0,
             "grad_norm": 0.0,
+            "skipped_updates": 0.0,
         }
         for _ in range(cfg.inner_updates):
             self.optimizer.zero_grad(set_to_none=True)
             for mb in chunks:
-                logits = self._logits(self.model, ids_NT[mb], attn_NT[mb], width)  # (b, C, V)
-                logp_BC = token_logprobs(logits, ids_NT[mb, width:], self.cfg.sampling.temperature)
+                logits, logp_BC = self._logprobs(self.model, packed.rows(mb))  # (b, C, V), (b, C)
                 loss, st = policy_loss(
                     cfg.loss,
                     logp_BC,
@@ -253,8 +254,12 @@ class GRPOTrainer:
             norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.cfg.optim.max_grad_norm or 1e9
             )
-            sums["grad_norm"] += float(norm)
-            self.optimizer.step()
+            if torch.isfinite(norm):
+                sums["grad_norm"] += float(norm)
+                self.optimizer.step()
+            else:  # a non-finite gradient would poison the weights (and then sampling): skip this update
+                sums["skipped_updates"] += 1
+                self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         tokens = max(sums["tokens"], 1.0)
         mu = cfg.inner_updates
@@ -263,59 +268,25 @@ class GRPOTrainer:
             "clip_frac": sums["clip_sum"] / tokens,
             "kl": sums["kl_sum"] / tokens,
             "entropy": sums["entropy_sum"] / tokens,
-            "grad_norm": sums["grad_norm"] / mu,
+            "grad_norm": sums["grad_norm"] / max(1, mu - sums["skipped_updates"]),
+            "skipped_updates": sums["skipped_updates"],
             "lr": self.scheduler.get_last_lr()[0],
         }
 
-    def _tensors(self, completions: list[Completion]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Prompts left-padded to width P, completions right-padded to C.
-
-        Returns ids and attention (N, P+C), the completion loss mask (N, C), and P.
-        """
-        pad = self.tokenizer.pad_token_id
-        width = max(len(c.prompt_ids) for c in completions)
-        clen = max(1, max(len(c.token_ids) for c in completions))
-        n = len(completions)
-        ids = torch.full((n, width + clen), pad, dtype=torch.long)
-        attn = torch.zeros((n, width + clen), dtype=torch.long)
-        mask = torch.zeros((n, clen), dtype=torch.float32)
-        drop_truncated = self.cfg.grpo.truncation == "mask"
-        for i, c in enumerate(completions):
-            p, t = len(c.prompt_ids), len(c.token_ids)
-            ids[i, width - p : width] = torch.tensor(c.prompt_ids)
-            ids[i, width : width + t] = torch.tensor(c.token_ids, dtype=torch.long)
-            attn[i, width - p : width + t] = 1
-            if not (drop_truncated and not c.finished):  # DAPO overlong filtering masks truncated samples
-                mask[i, :t] = 1.0
-        return ids.to(self.device), attn.to(self.device), mask.to(self.device), width
-
-    def _logits(
-        self, model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int
-    ) -> torch.Tensor:
-        """Logits predicting each completion token: (b, C, V). Positions skip left padding, as in generate."""
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        clen = ids.shape[1] - width
+    def _logprobs(self, model: torch.nn.Module, mb: Packed) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (b, C, V), log-probs of the sampled tokens (b, C)) under `model`, in autocast."""
         with self._autocast():
-            out = model(
-                input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=clen + 1
-            )
-        return out.logits[:, :-1]
+            logits = completion_logits(model, mb)
+        return logits, token_logprobs(logits, mb.targets_NC, self.cfg.sampling.temperature)
 
     def _autocast(self) -> torch.autocast:
         dtype = self.generator.autocast
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    def _frozen_logprobs(self, model, ids, attn, width, chunks) -> torch.Tensor:
+    def _frozen_logprobs(self, model: torch.nn.Module, packed: Packed, chunks: list[slice]) -> torch.Tensor:
         """Log-probs of the sampled tokens under a model without gradients: (N, C)."""
         with torch.no_grad():
-            parts = [
-                token_logprobs(
-                    self._logits(model, ids[mb], attn[mb], width),
-                    ids[mb, width:],
-                    self.cfg.sampling.temperature,
-                )
-                for mb in chunks
-            ]
+            parts = [self._logprobs(model, packed.rows(mb))[1] for mb in chunks]
         return torch.cat(parts)
 
     # ------------------------------------------------------------------------------------ evaluation
@@ -357,6 +328,7 @@ class GRPOTrainer:
             "reward": mean,
             "reward_std": (sum((t - mean) ** 2 for t in totals) / len(totals)) ** 0.5,
             "accuracy": row.get("reward/accuracy", 0.0),
+            "correct": sum(s["accuracy_lenient"] > 0 for s in batch.scores) / n,
             "format": row.get("reward/format", 0.0),
             **row,
             "response_len_mean": sum(lengths) / len(lengths),
