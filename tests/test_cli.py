@@ -1,4 +1,4 @@
-"""The `ponder` command line: the smoke recipe end to end, resume, report, and errors that name the problem."""
+"""The `ponder` CLI: the smoke recipe end to end, resume, report, and errors that name the problem."""
 
 import subprocess
 import sys
