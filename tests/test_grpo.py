@@ -88,11 +88,14 @@ def test_checkpoint_loads_with_plain_transformers_and_generates(tmp_path):
         torch.testing.assert_close(model.state_dict()[name], p)
 
 
-def test_resume_continues_with_the_same_data_and_weights(tmp_path):
+@pytest.mark.parametrize("reset", ["0", "1"], ids=["reference-is-start", "reference-reset"])
+def test_resume_continues_with_the_same_data_and_weights(tmp_path, reset):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    GRPOTrainer(_cfg(full, "--run.save_every=2"), full).train()
+    extra = ("--run.save_every=2", f"--grpo.ref_reset_every={reset}")  # smoke has beta > 0: a KL reference
+    GRPOTrainer(_cfg(full, *extra), full).train()
     # The "interrupted" run stops after its step-2 checkpoint; a half-written later checkpoint is ignored.
-    GRPOTrainer(_cfg(cut, "--grpo.steps=2", "--run.save_every=2"), cut).train()
+    GRPOTrainer(_cfg(cut, "--grpo.steps=2", *extra), cut).train()
+    assert (checkpoint.latest(cut) / "reference.safetensors").exists() == (reset == "1")
     (cut / "checkpoints" / ".tmp-step-3").mkdir()
     cfg = load_config(cut / "config.toml", ["--grpo.steps=4"])
     resumed = GRPOTrainer(cfg, cut, resume_from=checkpoint.latest(cut))

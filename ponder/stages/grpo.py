@@ -74,8 +74,7 @@ class GRPOTrainer:
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.model.train()
-        # The reference is the starting policy; on resume it restarts from the checkpoint (documented).
-        self.ref = copy_for_reference(self.model) if cfg.grpo.beta > 0 else None
+        self.ref = self._reference(resume_from) if cfg.grpo.beta > 0 else None
         autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.autocast]
         self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, autocast)
         self.task = build_task(cfg.task.name, **cfg.task.args)
@@ -368,7 +367,25 @@ class GRPOTrainer:
             scheduler=self.scheduler.state_dict(),
             rng=checkpoint.rng_state(),
         )
-        return checkpoint.save(self.run_dir, self.model, self.tokenizer, state, self.cfg.run.keep_checkpoints)
+        reset = self.ref is not None and self.cfg.grpo.ref_reset_every > 0
+        return checkpoint.save(
+            self.run_dir,
+            self.model,
+            self.tokenizer,
+            state,
+            self.cfg.run.keep_checkpoints,
+            reference=self.ref if reset else None,
+        )
+
+    def _reference(self, resume_from: Path | None) -> torch.nn.Module:
+        """The frozen KL reference: the starting model, or (resuming) the one the checkpoint stored."""
+        if resume_from is None:
+            return copy_for_reference(self.model)
+        ref = copy_for_reference(self.model)
+        if not checkpoint.load_reference(resume_from, ref):  # never reset: it is the starting model
+            start, _ = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=self.device)
+            ref.load_state_dict(start.state_dict())
+        return ref
 
     def _restore(self, path: Path) -> None:
         state = checkpoint.load(path)

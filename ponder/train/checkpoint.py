@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 
 STATE_FILE = "state.json"
 TRAINER_FILE = "trainer_state.pt"
+REFERENCE_FILE = "reference.safetensors"  # only when the KL reference is not the starting model
 
 
 @dataclass
@@ -48,8 +50,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(run_dir: Path, model, tokenizer, state: Resumable, keep: int) -> Path:
-    """Write `checkpoints/step-N/` atomically and delete all but the newest `keep` checkpoints."""
+def save(run_dir: Path, model, tokenizer, state: Resumable, keep: int, reference=None) -> Path:
+    """Write `checkpoints/step-N/` atomically and delete all but the newest `keep` checkpoints.
+
+    `reference`: a KL reference model whose weights are not recoverable from the run's config (it was reset
+    to the policy during training); it is stored beside the policy so a resume is exact.
+    """
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{state.step}"
     tmp = root / f".tmp-step-{state.step}"
@@ -57,6 +63,8 @@ def save(run_dir: Path, model, tokenizer, state: Resumable, keep: int) -> Path:
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if reference is not None:
+        safetensors.torch.save_model(reference, str(tmp / REFERENCE_FILE))
     torch.save(
         {"optimizer": state.optimizer, "scheduler": state.scheduler, "rng": state.rng},
         tmp / TRAINER_FILE,
@@ -81,6 +89,15 @@ def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint, or None."""
     found = checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def load_reference(path: Path, model) -> bool:
+    """Load a stored KL reference into `model`; False when the checkpoint holds none."""
+    file = Path(path) / REFERENCE_FILE
+    if not file.exists():
+        return False
+    safetensors.torch.load_model(model, str(file))
+    return True
 
 
 def load(path: Path) -> Resumable:
