@@ -5,7 +5,15 @@ Importing this package registers the built-in checkers (numeric, exact, countdow
 """
 
 from ponder.rewards import checkers, rules  # noqa: F401  (import registers)
-from ponder.rewards.base import REWARDS, Reference, get_reward, register_reward, score_all, weighted_sum
+from ponder.rewards.base import (
+    REWARDS,
+    Reference,
+    Unscorable,
+    get_reward,
+    register_reward,
+    score_all,
+    weighted_sum,
+)
 from ponder.rewards.checkers import CHECKERS, get_checker, register_checker
 from ponder.rewards.extract import answer_block, extract_answer
 
@@ -13,6 +21,7 @@ __all__ = [
     "CHECKERS",
     "REWARDS",
     "Reference",
+    "Unscorable",
     "answer_block",
     "extract_answer",
     "get_checker",

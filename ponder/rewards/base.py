@@ -29,6 +29,16 @@ class Reference:
 
 RewardFn = Callable[[str, Reference], float]
 
+
+class Unscorable(Exception):
+    """Raised by a reward that could not judge a sample (verifier timeout, crashed worker, sandbox failure).
+
+    Unscorable is not wrong: `score_all` records NaN, and the trainer leaves the sample out of its group's
+    baseline and out of the loss, and counts it (DeepSeek-R1 does not say; peers score such samples 0,
+    which drags the group baseline down for an infrastructure failure).
+    """
+
+
 REWARDS: dict[str, RewardFn] = {}
 
 
@@ -73,6 +83,13 @@ def score_all(completion: str, ref: Reference, weights: Mapping[str, float]) -> 
     """Each reward named in `weights` on one completion (raw, unweighted), plus "total" = weighted sum."""
     if "total" in weights:
         raise ValueError("'total' is reserved for the weighted sum and cannot be a reward name")
-    scores = {name: float(get_reward(name)(completion, ref)) for name in weights}
-    scores["total"] = weighted_sum(scores, weights)
+    scores = {name: _score_one(name, completion, ref) for name in weights}
+    scores["total"] = weighted_sum(scores, weights)  # NaN when any weighted reward was unscorable
     return scores
+
+
+def _score_one(name: str, completion: str, ref: Reference) -> float:
+    try:
+        return float(get_reward(name)(completion, ref))
+    except Unscorable:
+        return float("nan")
