@@ -101,11 +101,20 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Weighted sum of registered rule rewards: `weights = {accuracy = 1.0, format = 0.5}`."""
+    """Weighted sum of registered rule rewards: `weights = {accuracy = 1.0, format = 0.5}`.
+
+    `max_unscorable`: the run stops when a step's share of unscorable samples (a verifier timed out or
+    crashed) exceeds it — those samples are left out of the baseline and the loss, never scored 0.
+    """
 
     weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
+    max_unscorable: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_unscorable <= 1:
+            raise ConfigError(
+                f"reward.max_unscorable = {self.max_unscorable!r} is not allowed; it must be in [0, 1]"
+            )
         if not self.weights:
             raise ConfigError("reward.weights is empty; name at least one reward, e.g. {accuracy = 1.0}")
 

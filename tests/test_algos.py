@@ -354,3 +354,19 @@ def test_registry_rejects_duplicates_on_cpu():
     assert reg["a"] is a and "a" in reg
     with pytest.raises(ValueError, match="already registered"):
         reg.register("a")(a)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo"])
+def test_unscorable_samples_leave_the_baseline_on_cpu(name):
+    from ponder.algos import advantages_with_unscorable
+
+    nan = float("nan")
+    rewards = torch.tensor([1.0, 0.0, nan, 1.0, 0.0, 1.0, 1.0, 0.0, nan, nan, nan, 1.0])
+    adv = advantages_with_unscorable(name, rewards, 4)
+    assert not torch.isnan(adv).any()
+    assert adv[2] == 0 and adv[8:11].eq(0).all() and adv[11] == 0  # unscorable, and a group of 1 scorable
+    expected = ADVANTAGES[name](torch.tensor([1.0, 0.0, 1.0]), 3)  # group 0 without its NaN member
+    torch.testing.assert_close(adv[[0, 1, 3]], expected)
+    torch.testing.assert_close(adv[4:8], ADVANTAGES[name](rewards[4:8], 4))
+    clean = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    torch.testing.assert_close(advantages_with_unscorable(name, clean, 2), ADVANTAGES[name](clean, 2))

@@ -1,6 +1,7 @@
 """GRPO end to end on a tiny random model: learning moves the reward, checkpoints load, resume is exact."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ponder.config import load_config
-from ponder.rewards import REWARDS, register_reward
+from ponder.rewards import REWARDS, Unscorable, register_reward
 from ponder.stages.grpo import GRPOTrainer
 from ponder.train import checkpoint
 from ponder.train.metrics import read_jsonl
@@ -21,6 +22,20 @@ if "digit_fraction" not in REWARDS:
     def digit_fraction(completion: str, ref) -> float:
         """A trivially learnable reward for a tiny model: the share of characters that are digits."""
         return sum(ch.isdigit() for ch in completion) / max(1, len(completion))
+
+
+if "flaky_verifier" not in REWARDS:
+
+    @register_reward("flaky_verifier")
+    def flaky_verifier(completion: str, ref) -> float:
+        """Unscorable for about a third of responses (by length), like a verifier that times out."""
+        if len(completion) % 3 == 0:
+            raise Unscorable("verifier timed out")
+        return float(len(completion) % 2)
+
+    @register_reward("broken_verifier")
+    def broken_verifier(completion: str, ref) -> float:
+        raise Unscorable("verifier crashed")
 
 
 def _cfg(tmp_path: Path, *extra: str):
@@ -144,3 +159,22 @@ def test_algorithm_variants_run(tmp_path, extra):
         assert "reward/overlong" in rows[0]
     if cfg.grpo.dynamic_sampling:
         assert all(r["prompts_drawn"] >= r["groups_kept"] for r in rows)
+
+
+def test_unscorable_samples_are_counted_and_left_out(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        "--reward.weights={flaky_verifier = 1.0}",
+        "--reward.max_unscorable=0.9",
+        "--run.save_every=0",
+    )
+    GRPOTrainer(cfg, tmp_path).train()
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert all(0 < r["unscorable_frac"] < 1 for r in rows)
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["reward"]) for r in rows)
+
+
+def test_too_many_unscorable_samples_stop_the_run(tmp_path):
+    cfg = _cfg(tmp_path, "--reward.weights={broken_verifier = 1.0}", "--run.save_every=0")
+    with pytest.raises(RuntimeError, match="reward.max_unscorable"):
+        GRPOTrainer(cfg, tmp_path).train()

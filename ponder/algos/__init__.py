@@ -4,7 +4,13 @@ Everything the trainer picks by name lives in a `Registry`: `ADVANTAGES`, `KL_ES
 `LOSS_AGGREGATIONS`; look names up with `get(registry, name)` for an error that lists the allowed names.
 """
 
-from ponder.algos.advantages import ADVANTAGES, dr_grpo_advantages, grpo_advantages, rloo_advantages
+from ponder.algos.advantages import (
+    ADVANTAGES,
+    advantages_with_unscorable,
+    dr_grpo_advantages,
+    grpo_advantages,
+    rloo_advantages,
+)
 from ponder.algos.kl import KL_ESTIMATORS, kl_k1, kl_k2, kl_k3
 from ponder.algos.losses import (
     LOSS_AGGREGATIONS,
@@ -23,6 +29,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "Registry",
+    "advantages_with_unscorable",
     "aggregate_dapo",
     "aggregate_dr_grpo",
     "aggregate_grpo",

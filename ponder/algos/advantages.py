@@ -95,3 +95,28 @@ def rloo_advantages(rewards_N: Tensor, group_size: int, eps: float = 1e-6) -> Te
     adv_BG = r_BG - loo_mean_BG
     adv_BG = adv_BG.masked_fill(_constant_groups(r_BG), 0.0)
     return adv_BG.reshape(-1)
+
+
+def advantages_with_unscorable(name: str, rewards_N: Tensor, group_size: int) -> Tensor:
+    """Advantages when some rewards are NaN (unscorable: a verifier timed out or crashed).
+
+    An unscorable sample is neither right nor wrong: it is left out of its group's baseline and gets
+    advantage 0 (the trainer also drops it from the loss). Groups without NaN take the vectorised path;
+    a group with NaN is estimated on its scorable members alone (0 when fewer than 2 remain).
+
+    Shapes: rewards_N (N,) with N = B*G -> advantages (N,).
+    """
+    fn = ADVANTAGES[name]
+    r_BG = _groups(rewards_N, group_size)
+    bad_BG = torch.isnan(r_BG)
+    if not bad_BG.any():
+        return fn(rewards_N, group_size)
+    adv_BG = torch.zeros_like(r_BG)
+    clean_B = ~bad_BG.any(dim=1)
+    if clean_B.any():
+        adv_BG[clean_B] = fn(r_BG[clean_B].reshape(-1), group_size).view(-1, group_size)
+    for b in torch.nonzero(~clean_B).flatten().tolist():
+        keep_G = ~bad_BG[b]
+        if int(keep_G.sum()) >= 2:
+            adv_BG[b, keep_G] = fn(r_BG[b, keep_G], int(keep_G.sum()))
+    return adv_BG.reshape(-1)

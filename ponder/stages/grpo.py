@@ -16,6 +16,7 @@ ones (ratio 1) and need no extra forward pass.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ponder.algos import ADVANTAGES, entropy_from_logits, policy_loss, token_logprobs
+from ponder.algos import advantages_with_unscorable, entropy_from_logits, policy_loss, token_logprobs
 from ponder.algos.shaping import overlong_penalty
 from ponder.config import Config, dump_toml
 from ponder.data.tasks import Item, build_task
@@ -162,8 +163,8 @@ class GRPOTrainer:
             t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
             for i, item in enumerate(items):
                 group = slice(i * cfg.group_size, (i + 1) * cfg.group_size)
-                totals = [s["total"] for s in scores[group]]
-                if cfg.dynamic_sampling and max(totals) == min(totals):
+                totals = [s["total"] for s in scores[group] if not math.isnan(s["total"])]
+                if cfg.dynamic_sampling and (len(totals) < 2 or max(totals) == min(totals)):
                     dropped += 1
                     continue
                 kept.append((item, completions[group], scores[group]))
@@ -173,9 +174,21 @@ class GRPOTrainer:
         completions = [c for _, group, _ in kept for c in group]
         scores = [s for _, _, group in kept for s in group]
         rewards_N = torch.tensor([s["total"] for s in scores], dtype=torch.float32)
-        advantages_N = ADVANTAGES[cfg.advantage](rewards_N, cfg.group_size) if scores else rewards_N
+        advantages_N = (
+            advantages_with_unscorable(cfg.advantage, rewards_N, cfg.group_size) if scores else rewards_N
+        )
         batch = Batch([k[0] for k in kept], completions, scores, advantages_N, drawn, dropped)
+        self._check_unscorable(rewards_N)
         return batch, t_gen, t_reward
+
+    def _check_unscorable(self, rewards_N: torch.Tensor) -> None:
+        share = float(torch.isnan(rewards_N).float().mean()) if rewards_N.numel() else 0.0
+        if share > self.cfg.reward.max_unscorable:
+            raise RuntimeError(
+                f"step {self.step + 1}: {share:.0%} of samples were unscorable (verifier timeouts or "
+                f"crashes), more than reward.max_unscorable = {self.cfg.reward.max_unscorable}; stopping. "
+                f"Resume with --resume {self.run_dir} once the verifier is fixed."
+            )
 
     def _encode(self, item: Item) -> list[int]:
         text = render_prompt(item.prompt, self.tokenizer, self.cfg.prompt)
@@ -206,6 +219,8 @@ class GRPOTrainer:
         cfg = self.cfg.grpo
         drop_truncated = cfg.truncation == "mask"  # DAPO overlong filtering
         packed = pack(batch.completions, self.tokenizer.pad_token_id, self.device, drop_truncated)
+        unscorable_N = torch.tensor([math.isnan(s["total"]) for s in batch.scores], device=self.device)
+        packed.mask_NC[unscorable_N] = 0.0  # unscorable samples take no part in the loss
         mask_NC = packed.mask_NC
         adv_N = batch.advantages_N.to(self.device)
         n = mask_NC.shape[0]
@@ -319,9 +334,9 @@ class GRPOTrainer:
     def _batch_metrics(self, batch: Batch) -> dict[str, float]:
         n = max(1, len(batch.scores))
         names = sorted({k for s in batch.scores for k in s})
-        row = {f"reward/{k}": sum(s[k] for s in batch.scores) / n for k in names if k != "total"}
+        row = {f"reward/{k}": _nanmean([s[k] for s in batch.scores]) for k in names if k != "total"}
         lengths = [len(c.token_ids) for c in batch.completions] or [0]
-        totals = [s["total"] for s in batch.scores] or [0.0]
+        totals = [s["total"] for s in batch.scores if not math.isnan(s["total"])] or [0.0]
         mean = sum(totals) / len(totals)
         return {
             "reward": mean,
@@ -333,6 +348,7 @@ class GRPOTrainer:
             "response_len_mean": sum(lengths) / len(lengths),
             "response_len_max": max(lengths),
             "truncated_frac": sum(not c.finished for c in batch.completions) / n,
+            "unscorable_frac": sum(math.isnan(s["total"]) for s in batch.scores) / n,
             "groups_kept": len(batch.items),
             "groups_dropped": batch.groups_dropped,
             "prompts_drawn": batch.prompts_drawn,
@@ -393,6 +409,11 @@ class GRPOTrainer:
         self.scheduler.load_state_dict(state.scheduler)
         checkpoint.set_rng_state(state.rng)
         self.step, self.data_position = state.step, state.data_position
+
+
+def _nanmean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")
 
 
 def _repeat(items: list[Item], times: int) -> list[Item]:
