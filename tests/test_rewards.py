@@ -192,7 +192,7 @@ def test_accuracy_uses_the_reference_checker():
 
 
 def test_registry_errors_and_weighted_sum():
-    with pytest.raises(ValueError, match="Did you mean 'accuracy'"):
+    with pytest.raises(ValueError, match="did you mean 'accuracy'"):
         get_reward("acuracy")
     with pytest.raises(ValueError, match="already registered"):
         register_reward("format")(lambda completion, ref: 0.0)

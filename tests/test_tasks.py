@@ -101,7 +101,7 @@ def test_build_task_and_errors():
     assert isinstance(task, Countdown) and task.num_numbers == 5 and "5 numbers" in task.describe()
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_number'\].*num_numbers"):
         build_task("countdown", num_number=5)
-    with pytest.raises(ValueError, match="Did you mean 'linear'"):
+    with pytest.raises(ValueError, match="did you mean 'linear'"):
         build_task("lineer")
     with pytest.raises(ValueError, match="needs option"):
         build_task("file")

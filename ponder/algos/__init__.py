@@ -22,7 +22,7 @@ from ponder.algos.losses import (
     policy_loss,
     token_logprobs,
 )
-from ponder.algos.registry import Registry, get
+from ponder.registry import Registry, get
 
 __all__ = [
     "ADVANTAGES",

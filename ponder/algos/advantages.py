@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ponder.algos.registry import Registry
+from ponder.registry import Registry
 
 ADVANTAGES = Registry("advantage estimator")
 

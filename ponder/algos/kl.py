@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ponder.algos.registry import Registry
+from ponder.registry import Registry
 
 KL_ESTIMATORS = Registry("KL estimator")
 

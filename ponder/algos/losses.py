@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ponder.algos.kl import KL_ESTIMATORS
-from ponder.algos.registry import Registry, get
+from ponder.registry import Registry, get
 
 LOSS_AGGREGATIONS = Registry("loss aggregation")
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import inspect
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ponder.rewards.base import Reference, unknown_name_error
+from ponder.registry import Registry
+from ponder.rewards.base import Reference
 
 
 @dataclass(frozen=True)
@@ -30,19 +31,8 @@ class Item:
     id: str
 
 
-TASKS: dict[str, type] = {}
-
-
-def register_task(name: str) -> Callable[[type], type]:
-    """Class decorator adding a task class to `TASKS` under `name`; duplicates are an error."""
-
-    def decorate(cls: type) -> type:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        TASKS[name] = cls
-        return cls
-
-    return decorate
+TASKS = Registry("task")
+register_task = TASKS.register
 
 
 def check_shard(rank: int, world: int) -> None:
@@ -233,8 +223,6 @@ class Linear(GeneratedTask):
 def build_task(name: str, **kwargs: Any) -> Any:
     """Instantiate the task registered as `name` with `kwargs`; unknown names or kwargs raise ValueError
     naming the offender and the allowed choices."""
-    if name not in TASKS:
-        raise unknown_name_error("task", name, list(TASKS))
     cls = TASKS[name]
     allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(allowed))

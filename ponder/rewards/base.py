@@ -8,10 +8,11 @@ reward, arXiv:2501.12948 section 2.2.2).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ponder.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,32 +40,12 @@ class Unscorable(Exception):
     """
 
 
-REWARDS: dict[str, RewardFn] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Decorator adding `fn` to `REWARDS` under `name`; a second registration of one name is an error."""
-
-    def decorate(fn: RewardFn) -> RewardFn:
-        if name in REWARDS:
-            raise ValueError(f"reward {name!r} is already registered (by {REWARDS[name].__qualname__})")
-        REWARDS[name] = fn
-        return fn
-
-    return decorate
-
-
-def unknown_name_error(kind: str, name: str, available: list[str]) -> ValueError:
-    """A ValueError naming the unknown `name`, the closest available one (difflib), and all choices."""
-    close = difflib.get_close_matches(name, available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}.{hint} Available: {sorted(available)}")
+REWARDS = Registry("reward")
+register_reward = REWARDS.register
 
 
 def get_reward(name: str) -> RewardFn:
     """The reward registered as `name`; an unknown name raises ValueError listing the choices."""
-    if name not in REWARDS:
-        raise unknown_name_error("reward", name, list(REWARDS))
     return REWARDS[name]
 
 

@@ -11,32 +11,20 @@ import re
 from collections.abc import Callable
 from fractions import Fraction
 
-from ponder.rewards.base import Reference, unknown_name_error
+from ponder.registry import Registry
+from ponder.rewards.base import Reference
 from ponder.rewards.countdown import check_countdown
 
 CheckerFn = Callable[[str, Reference], bool]
 
-CHECKERS: dict[str, CheckerFn] = {}
+CHECKERS = Registry("checker")
+register_checker = CHECKERS.register
 
 RELATIVE_TOLERANCE = 1e-6
 
 
-def register_checker(name: str) -> Callable[[CheckerFn], CheckerFn]:
-    """Decorator adding `fn` to `CHECKERS` under `name`; a duplicate name is an error."""
-
-    def decorate(fn: CheckerFn) -> CheckerFn:
-        if name in CHECKERS:
-            raise ValueError(f"checker {name!r} is already registered")
-        CHECKERS[name] = fn
-        return fn
-
-    return decorate
-
-
 def get_checker(name: str) -> CheckerFn:
     """The checker registered as `name`; unknown names raise ValueError listing the choices."""
-    if name not in CHECKERS:
-        raise unknown_name_error("checker", name, list(CHECKERS))
     return CHECKERS[name]
 
 

@@ -1,9 +1,9 @@
-"""Name -> function registries for the pure math in `ponder.algos`.
+"""Name -> object registries (standard library only), shared by every folder that picks things by name.
 
-Each algorithm module (advantages, KL estimators, loss aggregations) owns one `Registry`, fills it with
-`@REGISTRY.register("name")`, and the trainer looks entries up by the name a config carries, so it never
-branches on `loss_type`. A lookup of an unknown name raises a `ValueError` that lists the allowed names and
-the closest match, which is what a user with a typo in a TOML recipe needs to see.
+Advantages, KL estimators and loss aggregations (`algos`), rewards and answer checkers (`rewards`) and tasks
+(`data`) each own one `Registry`, filled with `@REGISTRY.register("name")`; code looks entries up by the name
+a config carries, so it never branches on `loss_type`. A lookup of an unknown name raises a `ValueError`
+that lists the allowed names and the closest match, which is what a user with a typo in a recipe needs.
 """
 
 from __future__ import annotations
