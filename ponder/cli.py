@@ -3,6 +3,7 @@
     ponder train [RECIPE] [--section.key=value ...]   run GRPO (default recipe: recipes/r1_zero.toml)
     ponder train --resume RUN_DIR [--key=value ...]   continue a run from its last checkpoint
     ponder report RUN_DIR                             learning summary (first vs last 20% of steps) + plot
+    torchrun --nproc-per-node=N -m ponder.cli train …   data parallel over N processes (GPUs)
 
 RECIPE is a path to a TOML file or the name of one under `recipes/` (e.g. `smoke`).
 """
@@ -34,6 +35,9 @@ def recipe_path(name: str) -> Path:
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from ponder.stages.grpo import GRPOTrainer
     from ponder.train import checkpoint
+    from ponder.train.dist import init_from_env
+
+    init_from_env()
 
     if args.resume:
         run_dir = Path(args.resume)

@@ -34,7 +34,7 @@ from ponder.model import copy_for_reference, load_model, pick_device
 from ponder.rewards import score_all
 from ponder.rollout import Completion, HFGenerator
 from ponder.train import checkpoint
-from ponder.train.dist import current_ranks, reduce_mean, shard_count
+from ponder.train.dist import current_ranks, reduce_mean, shard_count, sum_counts, sum_gradients
 from ponder.train.metrics import JsonlWriter, StepProgress, truncate_jsonl
 from ponder.train.optim import build_optimizer, build_scheduler
 from ponder.train.packing import Packed, completion_logits, pack
@@ -63,8 +63,6 @@ class GRPOTrainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ranks = current_ranks()
-        if self.ranks.world > 1:
-            raise NotImplementedError("multi-process GRPO is not implemented yet; run one process")
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.device = pick_device(cfg.model.device)
@@ -92,36 +90,40 @@ class GRPOTrainer:
     # ------------------------------------------------------------------------------------ the loop
 
     def train(self) -> Path:
-        """Run until `grpo.steps`, logging and checkpointing; returns the run directory."""
+        """Run until `grpo.steps`, logging and checkpointing (rank 0 only); returns the run directory."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.toml").write_text(dump_toml(cfg))
-        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
-            truncate_jsonl(self.run_dir / name, self.step)
-        metrics, samples = (
-            JsonlWriter(self.run_dir / "metrics.jsonl"),
-            JsonlWriter(self.run_dir / "samples.jsonl"),
-        )
-        evals = JsonlWriter(self.run_dir / "eval.jsonl")
+        logs = self._open_logs() if self.ranks.is_main else {}
         try:
             if self.step == 0:
-                self._evaluate(evals)
-            with StepProgress(cfg.grpo.steps, self.step, cfg.run.progress) as progress:
+                self._evaluate(logs)
+            with StepProgress(cfg.grpo.steps, self.step, cfg.run.progress and self.ranks.is_main) as progress:
                 while self.step < cfg.grpo.steps:
-                    row, examples = self.train_step()
-                    metrics.write(row)
-                    for example in examples:
-                        samples.write(example)
+                    row, examples = self.train_step()  # every rank: collectives inside
                     progress.update(row)
+                    if not logs:
+                        continue
+                    logs["metrics"].write(row)
+                    for example in examples:
+                        logs["samples"].write(example)
                     last = self.step == cfg.grpo.steps
                     if (cfg.eval.every and self.step % cfg.eval.every == 0) or last:
-                        self._evaluate(evals)
+                        self._evaluate(logs)
                     if cfg.run.save_every and (self.step % cfg.run.save_every == 0 or last):
                         self.save()
         finally:
-            for writer in (metrics, samples, evals):
+            for writer in logs.values():
                 writer.close()
         return self.run_dir
+
+    def _open_logs(self) -> dict[str, JsonlWriter]:
+        """The run directory's config and JSON-lines logs; rows after a resumed checkpoint are dropped."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.toml").write_text(dump_toml(self.cfg))
+        logs = {}
+        for name in ("metrics", "samples", "eval"):
+            truncate_jsonl(self.run_dir / f"{name}.jsonl", self.step)
+            logs[name] = JsonlWriter(self.run_dir / f"{name}.jsonl")
+        return logs
 
     def train_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Collect one batch, update the policy, and return (metrics row, sample rows)."""
@@ -155,7 +157,7 @@ class GRPOTrainer:
             drawn += len(items)
             t0 = time.perf_counter()
             prompts = [self._encode(item) for item in items for _ in range(cfg.group_size)]
-            seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt
+            seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt + 7919 * self.ranks.rank
             completions = self.generator.generate(prompts, self.cfg.sampling, seed)
             t1 = time.perf_counter()
             repeated = _repeat(items, cfg.group_size)
@@ -225,11 +227,8 @@ class GRPOTrainer:
         adv_N = batch.advantages_N.to(self.device)
         n = mask_NC.shape[0]
         chunks = [slice(i, min(i + cfg.micro_batch_size, n)) for i in range(0, n, cfg.micro_batch_size)]
-        totals = {
-            "total_seqs": n,
-            "total_tokens": int(mask_NC.sum().item()),
-            "max_len": self.cfg.sampling.max_new_tokens,
-        }
+        counts = sum_counts({"total_seqs": n, "total_tokens": int(mask_NC.sum().item())}, self.ranks)
+        totals = {**counts, "max_len": self.cfg.sampling.max_new_tokens}
         old = self._frozen_logprobs(self.model, packed, chunks) if cfg.inner_updates > 1 else None
         ref = self._frozen_logprobs(self.ref, packed, chunks) if self.ref is not None else None
         sums = {
@@ -265,6 +264,7 @@ class GRPOTrainer:
                 sums["loss"] += float(loss.detach())
                 for key in ("clip_sum", "kl_sum", "tokens"):
                     sums[key] += float(st[key])
+            sum_gradients(self.model, self.ranks)
             norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.cfg.optim.max_grad_norm or 1e9
             )
@@ -313,8 +313,8 @@ class GRPOTrainer:
         stream = task.items(ev.seed)
         return [next(stream) for _ in range(ev.size)]
 
-    def _evaluate(self, writer: JsonlWriter) -> None:
-        if not self.eval_items:
+    def _evaluate(self, logs: dict[str, JsonlWriter]) -> None:
+        if not self.eval_items or not logs:
             return
         ev = self.cfg.eval
         sampling = replace(
@@ -327,7 +327,9 @@ class GRPOTrainer:
             self.generator, self.tokenizer, self.eval_items, self.cfg.prompt, sampling, ev.samples, ev.seed
         )
         rows = result.pop("rows")
-        writer.write({"step": self.step, **result, "time": time.perf_counter() - t0, "examples": rows[:3]})
+        logs["eval"].write(
+            {"step": self.step, **result, "time": time.perf_counter() - t0, "examples": rows[:3]}
+        )
 
     # ------------------------------------------------------------------------------------ logging
 
