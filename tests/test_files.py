@@ -147,3 +147,21 @@ GSM8K = Path("/work/shared/data/gsm8k_train.jsonl")
 def test_real_gsm8k_file():
     task = FileTask(str(GSM8K), format="gsm8k", limit=50)
     assert len(task) == 50 and task.rows()[0].ref.answer == "72"
+
+
+def test_math_golds_are_checked_at_load_time(tmp_path):
+    import json
+
+    from ponder.data.files import DatasetError, FileTask
+
+    path = tmp_path / "m.jsonl"
+    rows = [
+        {"question": "q1", "answer": "so \\boxed{\\frac{1}{2}}"},
+        {"question": "q2", "answer": "\\boxed{np.arcsin(10/13)}"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetError, match=r"m.jsonl: row 2: .*bad_golds='skip'"):
+        FileTask(str(path), format="math")
+    task = FileTask(str(path), format="math", bad_golds="skip")
+    assert len(task) == 1 and task.skipped == 1 and task.checker == "math"
+    assert "1 skipped" in task.describe()

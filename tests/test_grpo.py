@@ -147,6 +147,10 @@ def test_resume_continues_with_the_same_data_and_weights(tmp_path, reset):
             "--optim.warmup_steps=1",
         ],
         ["--grpo.beta=0.1", "--grpo.ref_reset_every=1", "--grpo.micro_batch_size=3"],
+        [
+            "--reward.weights={math_accuracy = 1.0, language_consistency = 0.1, repetition_penalty = 0.1, "
+            "cosine_length = 0.1}"
+        ],
     ],
 )
 def test_algorithm_variants_run(tmp_path, extra):
@@ -159,6 +163,8 @@ def test_algorithm_variants_run(tmp_path, extra):
         assert "reward/overlong" in rows[0]
     if cfg.grpo.dynamic_sampling:
         assert all(r["prompts_drawn"] >= r["groups_kept"] for r in rows)
+    for name in cfg.reward.weights:  # each reward's mean is logged on its own
+        assert all(f"reward/{name}" in r for r in rows)
 
 
 def test_unscorable_samples_are_counted_and_left_out(tmp_path):

@@ -4,8 +4,9 @@
 - "plain": the answer field as is; checker "numeric" when every answer is a number, else "exact"
   (or `checker=` to override);
 - "gsm8k": the text after the last `####` (GSM8K's convention), commas removed; checker "numeric";
-- "math": the last `\\boxed{}` of the answer field (MATH / Minerva solutions); checker "numeric" for now,
-  to be upgraded to symbolic math equivalence.
+- "math": the last `\\boxed{}` of the answer field (MATH / Minerva solutions); checker "math" (symbolic
+  equivalence with math-verify). Every gold answer must parse: a bad one is an error at load time that names
+  the file and row, not a reward nobody can earn.
 
 Every data error raises `DatasetError` naming the file and the line (or row) so a bad dataset is fixed in
 one look. Rows are loaded eagerly: reasoning datasets are small, and errors should surface at start-up.
@@ -28,7 +29,7 @@ from ponder.rewards.extract import boxed, gsm8k_final
 
 FORMATS = ("plain", "gsm8k", "math")
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-FORMAT_CHECKER = {"gsm8k": "numeric", "math": "numeric"}
+FORMAT_CHECKER = {"gsm8k": "numeric", "math": "math"}
 
 
 class DatasetError(ValueError):
@@ -124,7 +125,10 @@ class FileTask:
         shuffle: bool = True,
         limit: int | None = None,
         checker: str | None = None,
+        bad_golds: str = "error",
     ):
+        if bad_golds not in ("error", "skip"):
+            raise ValueError(f"bad_golds must be 'error' or 'skip', got {bad_golds!r}")
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         if checker is not None and checker not in CHECKERS:
@@ -137,11 +141,34 @@ class FileTask:
         if not pairs:
             raise DatasetError(f"{self.path}: no rows")
         self.checker = checker or FORMAT_CHECKER.get(format) or self._plain_checker([a for _, a in pairs])
+        self.skipped = 0
+        if self.checker == "math":
+            pairs = self._check_golds(pairs, bad_golds)
         stem = Path(self.path).stem
         self._items = [
             Item(question, Reference(answer, self.checker), f"{stem}-{i}")
             for i, (question, answer) in enumerate(pairs)
         ]
+
+    def _check_golds(self, pairs: list[tuple[str, str]], bad_golds: str) -> list[tuple[str, str]]:
+        """Keep rows whose gold math-verify parses; a bad one is an error, or skipped and counted."""
+        from ponder.rewards.math import check_gold  # starts the verifier's worker processes
+
+        kept = []
+        for row, (question, answer) in enumerate(pairs, start=1):
+            try:
+                check_gold(answer)
+            except ValueError as err:
+                if bad_golds == "error":
+                    raise DatasetError(
+                        f"{self.path}: row {row}: {err} (pass bad_golds='skip' to drop such rows)"
+                    ) from None
+                self.skipped += 1
+                continue
+            kept.append((question, answer))
+        if not kept:
+            raise DatasetError(f"{self.path}: no row has a gold answer math-verify can parse")
+        return kept
 
     @staticmethod
     def _plain_checker(answers: list[str]) -> str:
@@ -187,4 +214,5 @@ class FileTask:
         return itertools.islice(self._stream(seed), rank, None, world)
 
     def describe(self) -> str:
-        return f"file: {self.path} ({len(self)} rows, format {self.format}, checker {self.checker})"
+        skipped = f", {self.skipped} skipped: unparsable gold" if self.skipped else ""
+        return f"file: {self.path} ({len(self)} rows, format {self.format}, checker {self.checker}{skipped})"
