@@ -105,12 +105,15 @@ class RewardConfig:
 
     `max_unscorable`: the run stops when a step's share of unscorable samples (a verifier timed out or
     crashed) exceeds it — those samples are left out of the baseline and the loss, never scored 0.
+    `workers`: samples scored at once (threads; math checks and sandboxed code then run in parallel).
     """
 
     weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
     max_unscorable: float = 0.1
+    workers: int = 4
 
     def __post_init__(self) -> None:
+        _positive("reward.workers", self.workers)
         if not 0 <= self.max_unscorable <= 1:
             raise ConfigError(
                 f"reward.max_unscorable = {self.max_unscorable!r} is not allowed; it must be in [0, 1]"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class GRPOTrainer:
         autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.autocast]
         self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, autocast)
         self.task = build_task(cfg.task.name, **cfg.task.args)
+        self.scorer = ThreadPoolExecutor(cfg.reward.workers, thread_name_prefix="reward")
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.grpo.steps, cfg.optim)
         self.step, self.data_position = 0, 0
@@ -160,8 +162,7 @@ class GRPOTrainer:
             seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt + 7919 * self.ranks.rank
             completions = self.generator.generate(prompts, self.cfg.sampling, seed)
             t1 = time.perf_counter()
-            repeated = _repeat(items, cfg.group_size)
-            scores = [self._score(item, c) for item, c in zip(repeated, completions, strict=True)]
+            scores = list(self.scorer.map(self._score, _repeat(items, cfg.group_size), completions))
             t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
             for i, item in enumerate(items):
                 group = slice(i * cfg.group_size, (i + 1) * cfg.group_size)
