@@ -75,8 +75,10 @@ class GRPOTrainer:
             self.model.gradient_checkpointing_enable()
         self.model.train()
         self.ref = self._reference(resume_from) if cfg.grpo.beta > 0 else None
-        autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.autocast]
-        self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, autocast)
+        self.autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            cfg.model.autocast
+        ]
+        self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, self.autocast)
         self.task = build_task(cfg.task.name, **cfg.task.args)
         self.scorer = ThreadPoolExecutor(cfg.reward.workers, thread_name_prefix="reward")
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -295,8 +297,8 @@ class GRPOTrainer:
         return logits, token_logprobs(logits, mb.targets_NC, self.cfg.sampling.temperature)
 
     def _autocast(self) -> torch.autocast:
-        dtype = self.generator.autocast
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        dtype = self.autocast or torch.float32
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None)
 
     def _frozen_logprobs(self, model: torch.nn.Module, packed: Packed, chunks: list[slice]) -> torch.Tensor:
         """Log-probs of the sampled tokens under a model without gradients: (N, C)."""
