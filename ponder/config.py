@@ -141,14 +141,20 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """The generation backend. `hf`: transformers `generate()`; `max_batch` sequences per call."""
+    """The generation backend: `hf` (transformers `generate()`) or `ponder` (the paged-KV engine with
+    continuous batching and shared group prompts; Llama-family models; CPU-tested, GPU kernels to come).
+    `max_batch` sequences at once; the engine's KV cache holds `num_blocks` blocks of `block_size` tokens.
+    """
 
     backend: str = "hf"
     max_batch: int = 64
+    num_blocks: int = 512
+    block_size: int = 16
 
     def __post_init__(self) -> None:
-        _choice("rollout.backend", self.backend, ("hf",))
-        _positive("rollout.max_batch", self.max_batch)
+        _choice("rollout.backend", self.backend, ("hf", "ponder"))
+        for key in ("max_batch", "num_blocks", "block_size"):
+            _positive(f"rollout.{key}", getattr(self, key))
 
 
 @dataclass(frozen=True)

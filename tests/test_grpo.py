@@ -147,6 +147,7 @@ def test_resume_continues_with_the_same_data_and_weights(tmp_path, reset):
             "--optim.warmup_steps=1",
         ],
         ["--grpo.beta=0.1", "--grpo.ref_reset_every=1", "--grpo.micro_batch_size=3"],
+        ["--rollout.backend=ponder", "--rollout.block_size=4", "--rollout.num_blocks=256"],
         [
             "--reward.weights={math_accuracy = 1.0, language_consistency = 0.1, repetition_penalty = 0.1, "
             "cosine_length = 0.1}"

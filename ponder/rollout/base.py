@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
+
 from ponder.config import SamplingConfig
 
 
@@ -20,6 +22,7 @@ class Completion:
     token_ids: list[int]
     text: str
     finished: bool
+    logprobs: list[float] | None = None  # per sampled token, when the backend computes them
 
 
 class Generator(Protocol):
@@ -28,3 +31,16 @@ class Generator(Protocol):
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
         """Sample one completion per prompt, reproducibly for a given seed and weights."""
         ...
+
+
+def stop_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    """End-of-sequence ids from the tokenizer and the generation config (chat models often have two)."""
+    ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    if not ids:
+        raise ValueError("the tokenizer has no eos token; set one so generation can stop")
+    return sorted(ids)

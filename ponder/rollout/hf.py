@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ponder.config import SamplingConfig
-from ponder.rollout.base import Completion
+from ponder.rollout.base import Completion, stop_ids
 
 
 class HFGenerator:
@@ -23,7 +23,7 @@ class HFGenerator:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.autocast = autocast
-        self.stop_ids = _stop_ids(model, tokenizer)
+        self.stop_ids = stop_ids(model, tokenizer)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
@@ -70,16 +70,3 @@ class HFGenerator:
         tokens = row if cut is None else row[:cut]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(prompt_ids=list(prompt), token_ids=tokens, text=text, finished=cut is not None)
-
-
-def _stop_ids(model: torch.nn.Module, tokenizer) -> list[int]:
-    """End-of-sequence ids from the tokenizer and the generation config (chat models often have two)."""
-    ids: set[int] = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(source)
-    if not ids:
-        raise ValueError("the tokenizer has no eos token; set one so generation can stop")
-    return sorted(ids)

@@ -33,7 +33,8 @@ from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
 from ponder.model import copy_for_reference, load_model, pick_device
 from ponder.rewards import score_all
-from ponder.rollout import Completion, HFGenerator
+from ponder.rollout import Completion, Generator, HFGenerator
+from ponder.rollout.engine import Engine
 from ponder.train import checkpoint
 from ponder.train.dist import current_ranks, reduce_mean, shard_count, sum_counts, sum_gradients
 from ponder.train.metrics import JsonlWriter, StepProgress, truncate_jsonl
@@ -79,7 +80,7 @@ class GRPOTrainer:
         self.autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             cfg.model.autocast
         ]
-        self.generator = HFGenerator(self.model, self.tokenizer, cfg.rollout.max_batch, self.autocast)
+        self.generator = self._generator()
         self.task = build_task(cfg.task.name, **cfg.task.args)
         self.scorer = ThreadPoolExecutor(cfg.reward.workers, thread_name_prefix="reward")
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -398,6 +399,12 @@ class GRPOTrainer:
             self.cfg.run.keep_checkpoints,
             reference=self.ref if reset else None,
         )
+
+    def _generator(self) -> Generator:
+        r = self.cfg.rollout
+        if r.backend == "ponder":
+            return Engine(self.model, self.tokenizer, r.num_blocks, r.block_size, r.max_batch)
+        return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
 
     def _reference(self, resume_from: Path | None) -> torch.nn.Module:
         """The frozen KL reference: the starting model, or (resuming) the one the checkpoint stored."""

@@ -50,7 +50,7 @@ class BlockManager:
                 self.free.append(b)
 
     def fork_cost(self, num_tokens: int, copies: int) -> int:
-        """Blocks a prompt of `num_tokens` tokens needs for `copies` samples: the shared ones + private tails."""
+        """Blocks for `copies` samples of a `num_tokens` prompt: the shared ones + private tails."""
         partial = num_tokens % self.block_size != 0
         return blocks_for(num_tokens, self.block_size) + (copies - 1) * partial
 

@@ -1,4 +1,4 @@
-"""The paged KV cache tensors: one K and one V tensor per layer, (num_blocks, block_size, kv_heads, head_dim)."""
+"""The paged KV cache tensors: a K and a V tensor per layer, (num_blocks, block_size, kv_heads, head_dim)."""
 
 from __future__ import annotations
 

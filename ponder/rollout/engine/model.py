@@ -1,0 +1,177 @@
+"""A Llama-family decoder forward over a paged KV cache, reading the HF module's live weights.
+
+Covers Llama / SmolLM2 / Qwen2 / Qwen3: RMSNorm, RoPE (the HF rotary module's `inv_freq` and
+`attention_scaling`, so the config's rope_theta and static scalings such as llama3 apply), grouped-query
+attention, SwiGLU MLP, tied or untied lm_head, q/k/v biases when the projections have them (Qwen2), per-head
+q/k RMSNorm when the attention module has `q_norm`/`k_norm` (Qwen3).
+
+No weight is copied: every call goes through the HF submodules (`layer.self_attn.q_proj`, ...), so an
+optimizer step on the trainer's model is visible to the next forward. Attention is plain SDPA over K/V
+gathered from the cache (correctness first): decode sequences are batched with a key-padding mask, prefill
+sequences run one by one with a causal mask offset by their cached prefix. A fused paged-attention kernel
+would replace `paged_attention` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ponder.rollout.engine.kv_cache import KVCache
+
+
+@dataclass
+class AttnMeta:
+    """Where each sequence's new tokens sit in the packed batch and which cache blocks hold its context.
+
+    Sequence i owns packed rows [starts[i], starts[i] + q_lens[i]); its context (cached + new) has
+    ctx_lens[i] tokens in blocks tables_BM[i, :ceil(ctx/bs)] (padded with block 0).
+    """
+
+    starts: list[int]
+    q_lens: list[int]
+    ctx_lens: list[int]
+    tables_BM: torch.Tensor
+    ctx_lens_B: torch.Tensor
+
+    @property
+    def decode_only(self) -> bool:
+        return all(n == 1 for n in self.q_lens)
+
+    @property
+    def last_rows(self) -> list[int]:
+        return [s + n - 1 for s, n in zip(self.starts, self.q_lens, strict=True)]
+
+    @staticmethod
+    def build(q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], device) -> AttnMeta:
+        starts = [0]
+        for n in q_lens[:-1]:
+            starts.append(starts[-1] + n)
+        width = max(len(t) for t in tables)
+        tables_BM = torch.tensor(
+            [t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=device
+        )
+        ctx_B = torch.tensor(ctx_lens, dtype=torch.long, device=device)
+        return AttnMeta(starts, q_lens, ctx_lens, tables_BM, ctx_B)
+
+
+class PagedLlama:
+    """Runs a transformers Llama-family `*ForCausalLM` over a `KVCache`; holds the module, not its tensors."""
+
+    def __init__(self, hf_model: torch.nn.Module) -> None:
+        cfg = hf_model.config
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            raise ValueError(f"engine supports SwiGLU (hidden_act='silu') models, not {cfg.hidden_act!r}")
+        for attr in ("model", "lm_head"):
+            if not hasattr(hf_model, attr):
+                raise ValueError(
+                    f"{type(hf_model).__name__} has no .{attr}; expected a Llama-family CausalLM"
+                )
+        self.hf = hf_model
+        self.num_layers = cfg.num_hidden_layers
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.hf.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.hf.lm_head.weight.device
+
+    def rope(self, positions_N: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (N, 1, D) for the given positions, computed as HF's rotary module does (float32)."""
+        rotary = self.hf.model.rotary_emb
+        freqs = positions_N[:, None].float() * rotary.inv_freq.float()[None, :]  # (N, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+        scale = getattr(rotary, "attention_scaling", 1.0)
+        return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        cache: KVCache,
+        tokens_N: torch.Tensor,
+        positions_N: torch.Tensor,
+        slots_N: torch.Tensor,
+        meta: AttnMeta,
+    ) -> torch.Tensor:
+        """Logits (S, V) in float32 at the last new token of each of the S sequences in `meta`."""
+        h_NE = self.hf.model.embed_tokens(tokens_N)
+        cos, sin = self.rope(positions_N, h_NE.dtype)
+        for i, layer in enumerate(self.hf.model.layers):
+            h_NE = h_NE + self._attention(
+                i, layer, layer.input_layernorm(h_NE), cos, sin, cache, slots_N, meta
+            )
+            x = layer.post_attention_layernorm(h_NE)
+            mlp = layer.mlp
+            h_NE = h_NE + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+        h_SE = self.hf.model.norm(h_NE[meta.last_rows])
+        return self.hf.lm_head(h_SE).float()
+
+    def _attention(self, i, layer, x_NE, cos, sin, cache: KVCache, slots_N, meta: AttnMeta) -> torch.Tensor:
+        attn = layer.self_attn
+        n = x_NE.shape[0]
+        q = attn.q_proj(x_NE).view(n, self.num_heads, self.head_dim)
+        k = attn.k_proj(x_NE).view(n, self.num_kv_heads, self.head_dim)
+        v = attn.v_proj(x_NE).view(n, self.num_kv_heads, self.head_dim)
+        if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        cache.write(i, slots_N, k, v)
+        scale = getattr(attn, "scaling", self.head_dim**-0.5)
+        o_NHD = paged_attention(q, cache.k[i], cache.v[i], meta, scale)
+        return attn.o_proj(o_NHD.reshape(n, self.num_heads * self.head_dim))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def paged_attention(
+    q_NHD: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttnMeta, scale: float
+) -> torch.Tensor:
+    """Attention of the new tokens over each sequence's cached context; returns (N, H, D).
+
+    k_cache/v_cache are (num_blocks, block_size, KVH, D); the new tokens' K/V are already written.
+    """
+    bs = k_cache.shape[1]
+    if meta.decode_only:
+        width = meta.tables_BM.shape[1] * bs
+        k_BKHD = k_cache[meta.tables_BM].flatten(1, 2)  # (B, M*bs, KVH, D)
+        v_BKHD = v_cache[meta.tables_BM].flatten(1, 2)
+        mask_B11K = (torch.arange(width, device=q_NHD.device)[None, :] < meta.ctx_lens_B[:, None])[
+            :, None, None
+        ]
+        o = F.scaled_dot_product_attention(
+            q_NHD[:, :, None, :],  # (B, H, 1, D)
+            k_BKHD.transpose(1, 2),
+            v_BKHD.transpose(1, 2),
+            attn_mask=mask_B11K,
+            scale=scale,
+            enable_gqa=True,
+        )
+        return o[:, :, 0, :]
+    out = []
+    for b, (start, n, ctx) in enumerate(zip(meta.starts, meta.q_lens, meta.ctx_lens, strict=True)):
+        blocks = meta.tables_BM[b, : -(-ctx // bs)]
+        k_KHD = k_cache[blocks].flatten(0, 1)[:ctx]
+        v_KHD = v_cache[blocks].flatten(0, 1)[:ctx]
+        q_pos = torch.arange(ctx - n, ctx, device=q_NHD.device)
+        mask_QK = torch.arange(ctx, device=q_NHD.device)[None, :] <= q_pos[:, None]
+        o = F.scaled_dot_product_attention(
+            q_NHD[start : start + n].transpose(0, 1)[None],  # (1, H, n, D)
+            k_KHD.transpose(0, 1)[None],
+            v_KHD.transpose(0, 1)[None],
+            attn_mask=mask_QK,
+            scale=scale,
+            enable_gqa=True,
+        )
+        out.append(o[0].transpose(0, 1))
+    return torch.cat(out, dim=0)

@@ -1,0 +1,50 @@
+"""Next-token sampling with one seeded RNG per sequence, and the log-prob of every sampled token.
+
+Log-prob convention: the log-prob is taken under the temperature-scaled distribution *before* top-k / top-p
+truncation, log_softmax(logits / T). That is the distribution the trainer's forward computes (it applies
+the temperature, never the truncation), so with top_k = 0 and top_p = 1 these are exactly the "old"
+log-probs of GRPO; with truncation they are the policy's, not the truncated sampler's, which is what the
+importance ratio needs. Greedy (T = 0) reports log_softmax(logits) (T = 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ponder.config import SamplingConfig
+
+
+def truncate(logits_BV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k and outside the top-p nucleus to -inf (at least one token survives)."""
+    if top_k > 0 and top_k < logits_BV.shape[-1]:
+        kth = torch.topk(logits_BV, top_k, dim=-1).values[:, -1:]
+        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
+        cum_BV = sorted_BV.softmax(-1).cumsum(-1)
+        drop_BV = cum_BV - sorted_BV.softmax(-1) >= top_p  # mass before this token already reaches top_p
+        drop_BV[:, 0] = False
+        logits_BV = logits_BV.masked_fill(drop_BV.scatter(-1, order_BV, drop_BV), float("-inf"))
+    return logits_BV
+
+
+def sample(
+    logits_BV: torch.Tensor, generators: list[torch.Generator], sampling: SamplingConfig
+) -> tuple[list[int], list[float]]:
+    """One token per row and its log-prob; row b draws only from `generators[b]`."""
+    logits_BV = logits_BV.float()
+    if sampling.temperature == 0:
+        tokens_B = logits_BV.argmax(-1)
+        logp_BV = logits_BV.log_softmax(-1)
+    else:
+        scaled_BV = logits_BV / sampling.temperature
+        logp_BV = scaled_BV.log_softmax(-1)
+        probs_BV = truncate(scaled_BV, sampling.top_k, sampling.top_p).softmax(-1)
+        # One draw per row from its own generator: a sequence's samples are a function of its seed and its
+        # logits only, whatever else is in the batch. (generators live on the CPU; so does the draw.)
+        probs_BV = probs_BV.cpu()
+        tokens_B = torch.stack(
+            [torch.multinomial(probs_BV[b], 1, generator=g)[0] for b, g in enumerate(generators)]
+        ).to(logits_BV.device)
+    logps_B = logp_BV.gather(-1, tokens_B[:, None])[:, 0]
+    return tokens_B.tolist(), logps_B.tolist()
