@@ -12,7 +12,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCau
 from ponder.config import SamplingConfig
 from ponder.model import load_model
 from ponder.rollout.base import Completion
-from ponder.rollout.engine import Engine, EngineOutput
+from ponder.rollout.engine import Engine
 from ponder.rollout.hf import HFGenerator
 
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=24)
@@ -72,7 +72,7 @@ def test_logprobs_equal_trainer_forward(tiny, temperature):
     sampling = SamplingConfig(temperature=temperature, top_k=20, max_new_tokens=24)
     outs = Engine(model, tok, num_blocks=64, block_size=4).generate(prompts, sampling, seed=3)
     for o in outs:
-        assert isinstance(o, EngineOutput) and len(o.logprobs) == len(o.token_ids)
+        assert isinstance(o, Completion) and len(o.logprobs) == len(o.token_ids)
         ref = _trainer_logprobs(model, o.prompt_ids, o.token_ids, temperature)
         torch.testing.assert_close(torch.tensor(o.logprobs), ref, atol=1e-5, rtol=0)
 

@@ -9,6 +9,6 @@ ref counts, free list), `kv_cache` (the K/V tensors), `scheduler` (continuous ba
 `model` (Llama-family forward over the HF module's live weights), `sampler`, `engine` (the loop).
 """
 
-from ponder.rollout.engine.engine import Engine, EngineOutput, EngineStats
+from ponder.rollout.engine.engine import Engine, EngineStats
 
-__all__ = ["Engine", "EngineOutput", "EngineStats"]
+__all__ = ["Engine", "EngineStats"]

@@ -11,7 +11,7 @@ The engine reads the model's parameters on every call (no copy), so after an opt
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -23,13 +23,6 @@ from ponder.rollout.engine.model import AttnMeta, PagedLlama
 from ponder.rollout.engine.sampler import sample
 from ponder.rollout.engine.scheduler import Scheduler, Step
 from ponder.rollout.engine.sequence import Sequence
-
-
-@dataclass
-class EngineOutput(Completion):
-    """A `Completion` plus the log-prob of each sampled token (see `sampler` for the convention)."""
-
-    logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -63,10 +56,8 @@ class Engine:
         self.cache: KVCache | None = None  # allocated on first use, on the model's device and dtype
         self.stats = EngineStats()
 
-    def generate(
-        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
-    ) -> list[EngineOutput]:
-        """One completion per prompt (the `Generator` protocol); outputs are also `EngineOutput`s."""
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
+        """One completion per prompt (the `Generator` protocol), with per-token `logprobs`."""
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
         self.stats = EngineStats()
@@ -136,9 +127,9 @@ class Engine:
             )
         return self.cache
 
-    def _output(self, seq: Sequence) -> EngineOutput:
+    def _output(self, seq: Sequence) -> Completion:
         tokens = seq.completion
-        return EngineOutput(
+        return Completion(
             prompt_ids=seq.prompt,
             token_ids=tokens,
             text=self.tokenizer.decode(tokens, skip_special_tokens=True),
