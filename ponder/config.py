@@ -124,12 +124,15 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Rollout sampling. `max_new_tokens` is the maximum completion length."""
+    """Rollout sampling. `max_new_tokens` is the maximum completion length; before `min_new_tokens` the
+    end-of-sequence tokens cannot be sampled; generation also stops after any string in `stop` (kept)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _positive("sampling.temperature", self.temperature, allow_zero=True)  # 0 = greedy (evaluation)
@@ -137,6 +140,13 @@ class SamplingConfig:
             raise ConfigError(f"sampling.top_p = {self.top_p!r} is not allowed; it must be in (0, 1]")
         _positive("sampling.top_k", self.top_k, allow_zero=True)
         _positive("sampling.max_new_tokens", self.max_new_tokens)
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(
+                f"sampling.min_new_tokens = {self.min_new_tokens!r} is not allowed; it must be in "
+                f"[0, sampling.max_new_tokens = {self.max_new_tokens}]"
+            )
+        if any(not s for s in self.stop):
+            raise ConfigError(f"sampling.stop = {self.stop!r} is not allowed; stop strings must be non-empty")
 
 
 @dataclass(frozen=True)
@@ -299,6 +309,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return {k: _coerce(f"{key}.{k}", v, vtyp) for k, v in value.items()}
     if typ is Any:
         return value
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f'{key} = {value!r} is not allowed; it must be a list like ["a", "b"]')
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
     if typ is bool:
         if isinstance(value, bool):
             return value

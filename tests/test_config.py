@@ -1,5 +1,6 @@
 """Config: TOML recipes, overrides, and validation errors that name the key, value and allowed values."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,19 @@ def test_bad_choice_names_key_value_and_allowed_on_cpu():
         ("--optim.lr=-1", "optim.lr = -1"),
         ("--run.progress=maybe", "run.progress = 'maybe'"),
         ("--prompt.instruction=hello", "must contain '{question}'"),
+        ("--sampling.stop=[1]", "sampling.stop[0] = 1"),
+        ("--sampling.stop=x", "sampling.stop = 'x'"),
+        ("--sampling.min_new_tokens=999", "sampling.min_new_tokens = 999"),
     ],
 )
 def test_bad_values_on_cpu(override, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_config(None, [override])
+
+
+def test_stop_strings_parse_on_cpu():
+    cfg = load_config(None, ['--sampling.stop=["</answer>", "\\n\\n"]', "--sampling.min_new_tokens=2"])
+    assert cfg.sampling.stop == ["</answer>", "\n\n"] and cfg.sampling.min_new_tokens == 2
 
 
 def test_malformed_override_on_cpu():

@@ -174,3 +174,31 @@ def test_other_families_match_hf(family):
     outs = Engine(model, tok, num_blocks=64, block_size=4).generate(prompts, GREEDY, seed=0)
     assert len({tuple(o.token_ids) for o in outs}) > 1
     assert [o.token_ids for o in outs] == [_hf_greedy(model, tok, p).token_ids for p in prompts]
+
+
+def test_stop_strings_and_min_new_tokens_match_hf(tiny):
+    model, tok = tiny
+    prompts = _prompts(tok)
+    plain = [_hf_greedy(model, tok, p) for p in prompts]
+    # A stop string taken from the middle of each greedy output must end that output right after it.
+    for p, ref in zip(prompts, plain, strict=True):
+        text = ref.text
+        if len(text) < 8:
+            continue
+        stop = text[3:5]
+        sampling = SamplingConfig(temperature=0, max_new_tokens=24, stop=[stop])
+        eng = Engine(model, tok, num_blocks=64, block_size=4).generate([p], sampling, seed=0)[0]
+        hf = _hf_greedy(model, tok, p, sampling)
+        assert eng.token_ids == hf.token_ids and eng.finished and hf.finished
+        assert eng.text.endswith(stop) and len(eng.token_ids) < len(ref.token_ids)
+    # min_new_tokens: no stop id before it, on both backends.
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():
+        model.lm_head.weight[eos] += 50.0  # make stopping the greedy choice at every step
+    short = _hf_greedy(model, tok, prompts[0])
+    assert short.token_ids == [eos]
+    sampling = SamplingConfig(temperature=0, max_new_tokens=12, min_new_tokens=5)
+    eng = Engine(model, tok, num_blocks=64, block_size=4).generate([prompts[0]], sampling, seed=0)[0]
+    hf = _hf_greedy(model, tok, prompts[0], sampling)
+    assert eng.token_ids == hf.token_ids
+    assert len(eng.token_ids) > 5 and eos not in eng.token_ids[:5]

@@ -44,3 +44,14 @@ def stop_ids(model: torch.nn.Module, tokenizer) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer has no eos token; set one so generation can stop")
     return sorted(ids)
+
+
+def stop_string_cut(tokens: list[int], tokenizer, stops: list[str]) -> int | None:
+    """Length of the shortest prefix of `tokens` whose text contains one of `stops`, or None."""
+    if not stops or not any(s in tokenizer.decode(tokens, skip_special_tokens=True) for s in stops):
+        return None
+    for k in range(1, len(tokens) + 1):
+        text = tokenizer.decode(tokens[:k], skip_special_tokens=True)
+        if any(s in text for s in stops):
+            return k
+    return None

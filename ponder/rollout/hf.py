@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ponder.config import SamplingConfig
-from ponder.rollout.base import Completion, stop_ids
+from ponder.rollout.base import Completion, stop_ids, stop_string_cut
 
 
 class HFGenerator:
@@ -59,14 +59,19 @@ class HFGenerator:
             top_p=None if greedy else sampling.top_p,
             top_k=sampling.top_k if sampling.top_k > 0 and not greedy else None,
             max_new_tokens=sampling.max_new_tokens,
+            min_new_tokens=sampling.min_new_tokens or None,
+            stop_strings=sampling.stop or None,
+            tokenizer=self.tokenizer if sampling.stop else None,
             eos_token_id=self.stop_ids,
             pad_token_id=pad,
         )
         new_BC = seqs[:, width:].tolist()  # (B, C) sampled tokens, padded after a stop
-        return [self._completion(p, row) for p, row in zip(prompts, new_BC, strict=True)]
+        return [self._completion(p, row, sampling.stop) for p, row in zip(prompts, new_BC, strict=True)]
 
-    def _completion(self, prompt: list[int], row: list[int]) -> Completion:
+    def _completion(self, prompt: list[int], row: list[int], stops: list[str]) -> Completion:
         cut = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), None)
+        text_cut = stop_string_cut(row[:cut] if cut else row, self.tokenizer, stops)
+        cut = text_cut if text_cut is not None else cut
         tokens = row if cut is None else row[:cut]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(prompt_ids=list(prompt), token_ids=tokens, text=text, finished=cut is not None)

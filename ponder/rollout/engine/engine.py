@@ -65,7 +65,8 @@ class Engine:
         seqs = [
             Sequence(i, list(p), _generator(seed, p, k)) for i, (p, k) in enumerate(_occurrences(prompt_ids))
         ]
-        sched = Scheduler(self.blocks, self.max_batch, sampling.max_new_tokens, self.stop_ids)
+        stop_text = _stop_text_check(self.tokenizer, sampling.stop)
+        sched = Scheduler(self.blocks, self.max_batch, sampling.max_new_tokens, self.stop_ids, stop_text)
         for group in _groups(seqs, self.max_batch):
             sched.add(group)
         try:
@@ -82,7 +83,7 @@ class Engine:
     def _step(self, sched: Scheduler, step: Step, cache: KVCache, sampling: SamplingConfig) -> None:
         if step.prefill:
             heads = [g[-1] for g in step.prefill]
-            logits_SV = self._forward(cache, heads)
+            logits_SV = self._no_early_stop(self._forward(cache, heads), heads, sampling)
             self.stats.prefill_tokens += sum(len(s) - s.num_cached for s in heads)
             for src, dst in step.copies:  # the shared prompt blocks are written now; fork the partial tails
                 cache.copy_block(src, dst)
@@ -91,11 +92,25 @@ class Engine:
                 tokens, logps = sample(rows_GV, [s.generator for s in group], sampling)
                 sched.on_prefilled(group, tokens, logps)
         if step.decode:
-            logits_BV = self._forward(cache, step.decode)
+            logits_BV = self._no_early_stop(self._forward(cache, step.decode), step.decode, sampling)
             self.stats.decode_steps += 1
             self.stats.decode_tokens += len(step.decode)
             tokens, logps = sample(logits_BV, [s.generator for s in step.decode], sampling)
             sched.on_decoded(step.decode, tokens, logps)
+
+    def _no_early_stop(
+        self, logits_SV: torch.Tensor, seqs: list[Sequence], sampling: SamplingConfig
+    ) -> torch.Tensor:
+        """Rows of sequences shorter than `min_new_tokens` cannot sample a stop id (as transformers does;
+        their log-probs are then under the masked distribution)."""
+        early = [i for i, s in enumerate(seqs) if len(s.completion) < sampling.min_new_tokens]
+        if not early:
+            return logits_SV
+        rows = torch.tensor(early, device=logits_SV.device)[:, None]
+        cols = torch.tensor(sorted(self.stop_ids), device=logits_SV.device)[None, :]
+        logits_SV = logits_SV.clone()
+        logits_SV[rows, cols] = float("-inf")
+        return logits_SV
 
     def _forward(self, cache: KVCache, seqs: list[Sequence]) -> torch.Tensor:
         """Run the uncached tokens of `seqs` through the model; logits (S, V) at each one's last token."""
@@ -136,6 +151,21 @@ class Engine:
             finished=seq.finished,
             logprobs=list(seq.logprobs),
         )
+
+
+def _stop_text_check(tokenizer, stops: list[str]):
+    """A predicate: does a completion's decoded tail contain a stop string? None when there are none.
+
+    Only the last few tokens are decoded (a stop string is found the step it is completed)."""
+    if not stops:
+        return None
+    window = max(len(s) for s in stops) + 4  # every token decodes to at least one character
+
+    def hit(tokens: list[int]) -> bool:
+        text = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    return hit
 
 
 def _occurrences(prompts: list[list[int]]) -> list[tuple[list[int], int]]:

@@ -11,6 +11,7 @@ the step and reports the sampled tokens back through `on_prefilled` / `on_decode
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ponder.rollout.engine.block_manager import BlockManager, blocks_for
@@ -30,11 +31,19 @@ class Step:
 class Scheduler:
     """Owns the sequences' lifecycle and their blocks; never touches tensors."""
 
-    def __init__(self, blocks: BlockManager, max_batch: int, max_new_tokens: int, stop_ids: set[int]) -> None:
+    def __init__(
+        self,
+        blocks: BlockManager,
+        max_batch: int,
+        max_new_tokens: int,
+        stop_ids: set[int],
+        stop_text: Callable[[list[int]], bool] | None = None,
+    ) -> None:
         self.blocks = blocks
         self.max_batch = max_batch
         self.max_new_tokens = max_new_tokens
         self.stop_ids = stop_ids
+        self.stop_text = stop_text  # True when a completion ends with a stop string
         self.waiting: deque[list[Sequence]] = deque()
         self.running: list[Sequence] = []  # in admission order: the last one is preempted first
         self.preemptions = 0
@@ -125,7 +134,9 @@ class Scheduler:
     def _append(self, seq: Sequence, token: int, logp: float) -> None:
         seq.tokens.append(token)
         seq.logprobs.append(logp)
-        seq.finished = token in self.stop_ids
+        seq.finished = token in self.stop_ids or (
+            self.stop_text is not None and self.stop_text(seq.completion)
+        )
         if seq.finished or len(seq.completion) >= self.max_new_tokens:
             seq.done = True
             self.blocks.release(seq.block_table)
