@@ -162,7 +162,7 @@ class GRPOTrainer:
             self.data_position += len(items)
             drawn += len(items)
             t0 = time.perf_counter()
-            prompts = [self._encode(item) for item in items for _ in range(cfg.group_size)]
+            prompts = [ids for item in items for ids in [self._encode(item)] * cfg.group_size]
             seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt + 7919 * self.ranks.rank
             completions = self.generator.generate(prompts, self.cfg.sampling, seed)
             t1 = time.perf_counter()
