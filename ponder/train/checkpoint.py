@@ -17,6 +17,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from ponder.model import save_checkpoint
+
 STATE_FILE = "state.json"
 TRAINER_FILE = "trainer_state.pt"
 REFERENCE_FILE = "reference.safetensors"  # only when the KL reference is not the starting model
@@ -60,9 +62,7 @@ def save(run_dir: Path, model, tokenizer, state: Resumable, keep: int, reference
     final = root / f"step-{state.step}"
     tmp = root / f".tmp-step-{state.step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_checkpoint(model, tokenizer, tmp)  # the HF directory, as every ponder checkpoint writes it
     if reference is not None:
         safetensors.torch.save_model(reference, str(tmp / REFERENCE_FILE))
     torch.save(
