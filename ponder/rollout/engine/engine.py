@@ -6,6 +6,14 @@
 
 The engine reads the model's parameters on every call (no copy), so after an optimizer step the next
 `generate` samples from the new policy. Identical prompts in one call (a GRPO group) are prefilled once.
+
+Prefix caching (`prefix_cache=True`): full blocks of computed K/V stay in the cache, named by a hash chain
+over their tokens, and any later prompt that starts with the same blocks reuses them; a prefix shared by all
+prompts of a call (chat template + system prompt) is computed once. The cache outlives a call while the
+weights are unchanged (a fingerprint of every parameter's identity, storage and in-place version counter)
+and is dropped at the start of the first call after they changed, e.g. after an optimizer step.
+Chunked prefill: at most `max_prefill_tokens` prompt tokens are computed per step; a longer prompt is
+prefilled over several steps while the running sequences keep decoding.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ class EngineStats:
     """Counters of the last `generate` call."""
 
     prefill_tokens: int = 0  # tokens actually run through a prefill forward (recomputes included)
+    cached_tokens: int = 0  # tokens of (re)prefills served by the prefix cache instead of computed
     decode_steps: int = 0  # batched decode forwards
     decode_tokens: int = 0
     preemptions: int = 0
@@ -45,9 +54,16 @@ class Engine:
         num_blocks: int = 512,
         block_size: int = 16,
         max_batch: int = 64,
+        prefix_cache: bool = True,
+        max_prefill_tokens: int = 8192,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
+        if max_prefill_tokens <= 0:
+            raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
+        self.prefix_cache = prefix_cache
+        self.max_prefill_tokens = max_prefill_tokens
+        self._prefix_key: tuple | None = None  # (KV cache, weights fingerprint) the cached prefixes belong to
         self.runner = PagedLlama(model)
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_ids(model, tokenizer))
@@ -62,11 +78,22 @@ class Engine:
             raise ValueError("every prompt needs at least one token")
         self.stats = EngineStats()
         cache = self._cache()
+        if self.prefix_cache and (key := (cache, _weights_fingerprint(self.runner.hf))) != self._prefix_key:
+            self.blocks.invalidate()  # K/V computed by other weights (or in another cache tensor) are stale
+            self._prefix_key = key
         seqs = [
             Sequence(i, list(p), _generator(seed, p, k)) for i, (p, k) in enumerate(_occurrences(prompt_ids))
         ]
         stop_text = _stop_text_check(self.tokenizer, sampling.stop)
-        sched = Scheduler(self.blocks, self.max_batch, sampling.max_new_tokens, self.stop_ids, stop_text)
+        sched = Scheduler(
+            self.blocks,
+            self.max_batch,
+            sampling.max_new_tokens,
+            self.stop_ids,
+            stop_text,
+            self.max_prefill_tokens,
+            self.prefix_cache,
+        )
         for group in _groups(seqs, self.max_batch):
             sched.add(group)
         try:
@@ -78,19 +105,28 @@ class Engine:
                     self.blocks.release(seq.block_table)
                     seq.block_table = []
         self.stats.preemptions = sched.preemptions
+        self.stats.cached_tokens = sched.cached_tokens
         return [self._output(s) for s in seqs]
 
     def _step(self, sched: Scheduler, step: Step, cache: KVCache, sampling: SamplingConfig) -> None:
         if step.prefill:
-            heads = [g[-1] for g in step.prefill]
-            logits_SV = self._no_early_stop(self._forward(cache, heads), heads, sampling)
-            self.stats.prefill_tokens += sum(len(s) - s.num_cached for s in heads)
+            # A chunk is its head's first `end` tokens: the forward computes [num_cached, end) of them.
+            logits_SV = self._forward(cache, [p.head.chunk(p.end) for p in step.prefill])
+            self.stats.prefill_tokens += sum(p.end - p.head.num_cached for p in step.prefill)
             for src, dst in step.copies:  # the shared prompt blocks are written now; fork the partial tails
                 cache.copy_block(src, dst)
-            for g, group in enumerate(step.prefill):
-                rows_GV = logits_SV[g : g + 1].expand(len(group), -1)
-                tokens, logps = sample(rows_GV, [s.generator for s in group], sampling)
-                sched.on_prefilled(group, tokens, logps)
+            last = [i for i, p in enumerate(step.prefill) if p.last]  # only a prompt's last chunk samples
+            if last:
+                heads = [step.prefill[i].head for i in last]
+                logits_LV = self._no_early_stop(logits_SV[last], heads, sampling)
+                for row, i in enumerate(last):
+                    group = step.prefill[i].group
+                    rows_GV = logits_LV[row : row + 1].expand(len(group), -1)
+                    tokens, logps = sample(rows_GV, [s.generator for s in group], sampling)
+                    sched.on_prefilled(group, tokens, logps)
+            for p in step.prefill:
+                if not p.last:
+                    sched.on_chunk(p)
         if step.decode:
             logits_BV = self._no_early_stop(self._forward(cache, step.decode), step.decode, sampling)
             self.stats.decode_steps += 1
@@ -192,3 +228,10 @@ def _groups(seqs: list[Sequence], max_batch: int) -> list[list[Sequence]]:
     for s in seqs:
         by_prompt.setdefault(tuple(s.prompt), []).append(s)
     return [g[i : i + max_batch] for g in by_prompt.values() for i in range(0, len(g), max_batch)]
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced, re-pointed (`p.data = ...`) or updated in place
+    (optimizer steps and `load_state_dict` bump the tensor's version counter): cached K/V are then stale."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)

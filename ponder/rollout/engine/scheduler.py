@@ -1,11 +1,26 @@
-"""Continuous batching over a paged KV cache: a waiting queue, a running set, preemption by recompute.
+"""Continuous batching over a paged KV cache: a waiting queue, chunked prefill, a running set, preemption by
+recompute, and when to reuse the prefix cache.
 
-Each `schedule()` first makes room for one more token of every running sequence; when the cache is full it
-preempts the most recently admitted sequence (its blocks are freed, it goes back to the front of the queue
-and is recomputed from its tokens on readmission, like vLLM's recompute preemption). If nothing was
-preempted it then admits waiting groups while the batch and the free blocks allow. A group is the samples
-of one prompt: it is prefilled once and forked (shared full blocks, private partial tail). The engine runs
-the step and reports the sampled tokens back through `on_prefilled` / `on_decoded`.
+Each `schedule()`:
+1. makes room for one more token of every running sequence. When the cache is full it preempts the most
+   recently admitted work: prompts still being prefilled first, then running sequences from the back. Their
+   blocks are released and they go back to the front of the queue, to be recomputed from their tokens on
+   readmission (vLLM's recompute preemption); the prefix cache usually serves most of that again.
+2. continues the prompts admitted earlier but not fully prefilled, then (if nothing was preempted) admits
+   waiting groups while the batch, the free blocks and the step's prefill budget allow. A prompt longer than
+   what is left of `max_prefill_tokens` is prefilled in chunks over several steps while the running
+   sequences keep decoding (chunked prefill, as Sarathi-Serve and vLLM do); its samples are drawn when its
+   last chunk has been computed.
+
+A group is the samples of one prompt: it is prefilled once and forked (shared full blocks, private partial
+tail). On admission its leading full blocks found in the prefix cache are reused, never the block of its
+last token: the forward must compute at least that token to have logits to sample from. A group whose next
+uncached block is being computed right now by an admitted prompt waits a step rather than compute it a
+second time, so a prefix common to all prompts of a call (chat template, system prompt) is computed once.
+(vLLM instead registers blocks when they are scheduled; that relies on same-forward reads of K/V written in
+that forward, which chunked prefill and a different attention kernel would break.) A full block is
+registered in the cache as soon as its K/V are computed, by a prefill chunk or by decoding. The engine runs
+the step and reports back through `on_chunk` / `on_prefilled` / `on_decoded`.
 """
 
 from __future__ import annotations
@@ -14,18 +29,43 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ponder.rollout.engine.block_manager import BlockManager, blocks_for
+from ponder.rollout.engine.block_manager import BlockManager, blocks_for, chain_hashes
 from ponder.rollout.engine.sequence import Sequence
 
 
 @dataclass
-class Step:
-    """One engine step: groups to prefill (the forward runs on `group[-1]`), block copies to apply after
-    that prefill, and sequences to decode one token each."""
+class Prefill:
+    """One prefill chunk of a group: the forward computes tokens [num_cached, end) of `head`; the group's
+    samples are drawn when `end` reaches the head's length (`last`)."""
 
-    prefill: list[list[Sequence]] = field(default_factory=list)
+    group: list[Sequence]
+    end: int
+
+    @property
+    def head(self) -> Sequence:
+        return self.group[-1]
+
+    @property
+    def last(self) -> bool:
+        return self.end == len(self.group[-1])
+
+
+@dataclass
+class Step:
+    """One engine step: prefill chunks (one forward), block copies to apply after that forward (the forked
+    tails of groups whose last chunk it is), and sequences to decode one token each."""
+
+    prefill: list[Prefill] = field(default_factory=list)
     copies: list[tuple[int, int]] = field(default_factory=list)
     decode: list[Sequence] = field(default_factory=list)
+
+
+@dataclass
+class _Admitted:
+    """A group whose prompt is being prefilled, and the fork copies due once its last block is written."""
+
+    group: list[Sequence]
+    copies: list[tuple[int, int]]
 
 
 class Scheduler:
@@ -38,15 +78,23 @@ class Scheduler:
         max_new_tokens: int,
         stop_ids: set[int],
         stop_text: Callable[[list[int]], bool] | None = None,
+        max_prefill_tokens: int = 8192,
+        prefix_cache: bool = False,
     ) -> None:
+        if max_prefill_tokens <= 0:
+            raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.blocks = blocks
         self.max_batch = max_batch
         self.max_new_tokens = max_new_tokens
         self.stop_ids = stop_ids
         self.stop_text = stop_text  # True when a completion ends with a stop string
+        self.max_prefill_tokens = max_prefill_tokens
+        self.prefix_cache = prefix_cache
         self.waiting: deque[list[Sequence]] = deque()
+        self.prefilling: list[_Admitted] = []  # in admission order
         self.running: list[Sequence] = []  # in admission order: the last one is preempted first
         self.preemptions = 0
+        self.cached_tokens = 0  # tokens of admitted (re)prefills found in the prefix cache
 
     def add(self, group: list[Sequence]) -> None:
         """Queue the samples of one prompt (identical tokens); at most `max_batch` of them."""
@@ -57,25 +105,28 @@ class Scheduler:
         self.waiting.append(group)
 
     def done(self) -> bool:
-        return not self.waiting and not self.running
+        return not self.waiting and not self.prefilling and not self.running
 
     def schedule(self) -> Step:
         step = Step()
         preempted = self._reserve_decode_slots()
         step.decode = list(self.running)
+        budget = self.max_prefill_tokens
+        for admitted in self.prefilling:
+            budget = self._chunk(step, admitted, budget)
         if not preempted:
-            self._admit(step)
+            self._admit(step, budget)
         return step
 
     def _reserve_decode_slots(self) -> bool:
-        """Give every running sequence a slot for its next token, preempting from the back when full."""
+        """Give every running sequence a slot for its next token, preempting the latest work when full."""
         preempted = False
         i = 0
         while i < len(self.running):
             seq = self.running[i]
             if len(seq.block_table) < blocks_for(len(seq), self.blocks.block_size):
-                while self.blocks.num_free == 0 and self.running[-1] is not seq:
-                    self._preempt(self.running.pop())
+                while self.blocks.num_free == 0 and (self.prefilling or self.running[-1] is not seq):
+                    self._preempt(self.prefilling.pop().group if self.prefilling else [self.running.pop()])
                     preempted = True
                 if self.blocks.num_free == 0:  # `seq` is now the most recent one: it yields itself
                     if len(self.running) == 1:
@@ -83,26 +134,44 @@ class Scheduler:
                             f"the KV cache ({self.blocks.num_blocks} blocks) cannot hold one sequence of "
                             f"{len(seq)} tokens; raise num_blocks"
                         )
-                    self._preempt(self.running.pop())
+                    self._preempt([self.running.pop()])
                     return True
                 seq.block_table += self.blocks.allocate(1)
             i += 1
         return preempted
 
-    def _preempt(self, seq: Sequence) -> None:
-        self.blocks.release(seq.block_table)
-        seq.block_table, seq.num_cached = [], 0
-        self.waiting.appendleft([seq])
+    def _preempt(self, group: list[Sequence]) -> None:
+        for seq in group:
+            self.blocks.release(seq.block_table)
+            seq.block_table, seq.num_cached = [], 0
+        self.waiting.appendleft(group)
         self.preemptions += 1
 
-    def _admit(self, step: Step) -> None:
-        batch = len(self.running)
-        while self.waiting:
+    def _chunk(self, step: Step, admitted: _Admitted, budget: int) -> int:
+        """Schedule the next chunk of an admitted prompt within `budget` tokens; returns what is left."""
+        head = admitted.group[-1]
+        n = min(len(head) - head.num_cached, budget)
+        if n > 0:
+            step.prefill.append(Prefill(admitted.group, head.num_cached + n))
+            if head.num_cached + n == len(head):
+                step.copies += admitted.copies
+        return budget - n
+
+    def _admit(self, step: Step, budget: int) -> None:
+        bs = self.blocks.block_size
+        batch = len(self.running) + sum(len(a.group) for a in self.prefilling)
+        computing = {h for a in self.prefilling for h in self._uncomputed_hashes(a.group[-1])}
+        while self.waiting and budget > 0:
             group = self.waiting[0]
-            n = len(group[0])
+            n = len(group[-1])
             if batch + len(group) > self.max_batch:
                 break
-            if self.blocks.fork_cost(n, len(group)) > self.blocks.num_free:
+            hashes = self._hashes(group[-1], (n - 1) // bs)  # the last token's block is always computed
+            hit = self.blocks.lookup(hashes)
+            if len(hit) < len(hashes) and hashes[len(hit)] in computing:
+                break  # its next block is being computed by an admitted prompt: reuse it in a later step
+            need = self.blocks.fork_cost(n, len(group)) - len(hit) + self.blocks.acquire_cost(hit)
+            if need > self.blocks.num_free:
                 if batch == 0:
                     raise RuntimeError(
                         f"the KV cache ({self.blocks.num_blocks} blocks of {self.blocks.block_size}) cannot "
@@ -110,25 +179,65 @@ class Scheduler:
                     )
                 break
             self.waiting.popleft()
-            parent = self.blocks.allocate(blocks_for(n, self.blocks.block_size))
-            group[-1].block_table = parent
-            for child in group[:-1]:
-                child.block_table, copy = self.blocks.fork(parent, n)
-                if copy is not None:
-                    step.copies.append(copy)
-            step.prefill.append(group)
+            admitted = self._allocate(group, hit)
+            self.prefilling.append(admitted)
+            computing.update(self._uncomputed_hashes(group[-1]))
+            budget = self._chunk(step, admitted, budget)
             batch += len(group)
+
+    def _allocate(self, group: list[Sequence], hit: list[int]) -> _Admitted:
+        """Blocks for a group: the cached prefix `hit`, fresh blocks for the rest, forks for the samples."""
+        head, n = group[-1], len(group[-1])
+        table = self.blocks.acquire(hit)
+        table += self.blocks.allocate(blocks_for(n, self.blocks.block_size) - len(hit))
+        head.block_table = table
+        copies = []
+        for child in group[:-1]:
+            child.block_table, copy = self.blocks.fork(table, n)
+            child.block_hashes = list(head.block_hashes)  # same tokens, same chain
+            if copy is not None:
+                copies.append(copy)
+        for seq in group:
+            seq.num_cached = len(hit) * self.blocks.block_size
+        self.cached_tokens += len(hit) * self.blocks.block_size
+        return _Admitted(group, copies)
+
+    def _hashes(self, seq: Sequence, count: int) -> list[bytes]:
+        """The hash chain of `seq`'s first `count` full blocks; none without a prefix cache."""
+        if not self.prefix_cache:
+            return []
+        return chain_hashes(seq.tokens, self.blocks.block_size, seq.block_hashes, count)[:count]
+
+    def _uncomputed_hashes(self, seq: Sequence) -> list[bytes]:
+        """Hashes of the full blocks of an admitted prompt that its remaining chunks will compute."""
+        bs = self.blocks.block_size
+        return self._hashes(seq, len(seq) // bs)[seq.num_cached // bs :]
+
+    def _computed(self, seq: Sequence, num_cached: int) -> None:
+        """`seq`'s first `num_cached` tokens are in the cache; register the blocks that became full."""
+        bs = self.blocks.block_size
+        first, full = seq.num_cached // bs, num_cached // bs
+        seq.num_cached = num_cached
+        if full > first:  # most decode steps fill no block
+            hashes = self._hashes(seq, full)
+            for i in range(first, len(hashes)):
+                self.blocks.register(seq.block_table[i], hashes[i])
+
+    def on_chunk(self, chunk: Prefill) -> None:
+        """A non-final prefill chunk was computed."""
+        self._computed(chunk.head, chunk.end)
 
     def on_prefilled(self, group: list[Sequence], tokens: list[int], logps: list[float]) -> None:
         """The group's prompt is cached; each sample got its first token. Survivors join `running`."""
+        self.prefilling = [a for a in self.prefilling if a.group is not group]
         for seq, tok, lp in zip(group, tokens, logps, strict=True):
-            seq.num_cached = len(seq)
+            self._computed(seq, len(seq))
             self.running.append(seq)
             self._append(seq, tok, lp)
 
     def on_decoded(self, seqs: list[Sequence], tokens: list[int], logps: list[float]) -> None:
         for seq, tok, lp in zip(seqs, tokens, logps, strict=True):
-            seq.num_cached = len(seq)
+            self._computed(seq, len(seq))
             self._append(seq, tok, lp)
 
     def _append(self, seq: Sequence, token: int, logp: float) -> None:
