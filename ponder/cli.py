@@ -89,7 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise and plot a run")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="benchmarks (rollout: the engine against transformers generate)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    rollout = bench_sub.add_parser(
+        "rollout", help="generation throughput, % of the bandwidth floor, prefill sharing", allow_abbrev=False
+    )
+    from ponder.bench.rollout import add_arguments
+
+    add_arguments(rollout)
+    rollout.set_defaults(func=cmd_bench_rollout)
     return parser
+
+
+def cmd_bench_rollout(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"unexpected arguments: {' '.join(overrides)}")
+    from ponder.bench.rollout import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

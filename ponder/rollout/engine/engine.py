@@ -26,6 +26,7 @@ import torch
 from ponder.config import SamplingConfig
 from ponder.rollout.base import Completion, stop_ids
 from ponder.rollout.engine.block_manager import BlockManager
+from ponder.rollout.engine.cuda_graphs import DecodeGraphs, fingerprint
 from ponder.rollout.engine.kv_cache import KVCache
 from ponder.rollout.engine.model import AttnMeta, PagedLlama
 from ponder.rollout.engine.sampler import sample
@@ -56,9 +57,20 @@ class Engine:
         max_batch: int = 64,
         prefix_cache: bool = True,
         max_prefill_tokens: int = 8192,
+        attention: str = "auto",
+        cuda_graphs: bool = True,
+        autocast: torch.dtype | None = None,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
+        if attention not in ("auto", "sdpa", "triton"):
+            raise ValueError(f"attention={attention!r}; expected 'auto', 'sdpa' or 'triton'")
+        self.attention = attention  # "auto": the Triton kernel on CUDA when importable, SDPA otherwise
+        self.cuda_graphs = cuda_graphs  # decode steps replayed from CUDA graphs (Triton path on CUDA only)
+        self.graphs: DecodeGraphs | None = None
+        self.autocast = (
+            autocast  # run (and cache K/V) in this dtype under torch.autocast, as the trainer does
+        )
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
@@ -72,10 +84,35 @@ class Engine:
         self.cache: KVCache | None = None  # allocated on first use, on the model's device and dtype
         self.stats = EngineStats()
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
-        """One completion per prompt (the `Generator` protocol), with per-token `logprobs`."""
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        sampling: SamplingConfig,
+        seed: int,
+        max_new_tokens: list[int] | None = None,
+    ) -> list[Completion]:
+        """One completion per prompt (the `Generator` protocol), with per-token `logprobs`.
+
+        `max_new_tokens` optionally gives each prompt its own length limit (else `sampling.max_new_tokens`).
+        """
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
+        if max_new_tokens is not None and (
+            len(max_new_tokens) != len(prompt_ids) or min(max_new_tokens, default=1) < 1
+        ):
+            raise ValueError("max_new_tokens needs one positive limit per prompt")
+        with torch.autocast(
+            self.runner.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+        ):
+            return self._generate(prompt_ids, sampling, seed, max_new_tokens)
+
+    def _generate(
+        self,
+        prompt_ids: list[list[int]],
+        sampling: SamplingConfig,
+        seed: int,
+        max_new_tokens: list[int] | None,
+    ) -> list[Completion]:
         self.stats = EngineStats()
         cache = self._cache()
         if self.prefix_cache and (key := (cache, _weights_fingerprint(self.runner.hf))) != self._prefix_key:
@@ -84,6 +121,8 @@ class Engine:
         seqs = [
             Sequence(i, list(p), _generator(seed, p, k)) for i, (p, k) in enumerate(_occurrences(prompt_ids))
         ]
+        for seq, limit in zip(seqs, max_new_tokens or [], strict=False):
+            seq.max_new_tokens = limit
         stop_text = _stop_text_check(self.tokenizer, sampling.stop)
         sched = Scheduler(
             self.blocks,
@@ -122,7 +161,9 @@ class Engine:
                 for row, i in enumerate(last):
                     group = step.prefill[i].group
                     rows_GV = logits_LV[row : row + 1].expand(len(group), -1)
-                    tokens, logps = sample(rows_GV, [s.generator for s in group], sampling)
+                    tokens, logps = sample(
+                        rows_GV, [s.generator for s in group], sampling, [s.num_generated for s in group]
+                    )
                     sched.on_prefilled(group, tokens, logps)
             for p in step.prefill:
                 if not p.last:
@@ -131,7 +172,12 @@ class Engine:
             logits_BV = self._no_early_stop(self._forward(cache, step.decode), step.decode, sampling)
             self.stats.decode_steps += 1
             self.stats.decode_tokens += len(step.decode)
-            tokens, logps = sample(logits_BV, [s.generator for s in step.decode], sampling)
+            tokens, logps = sample(
+                logits_BV,
+                [s.generator for s in step.decode],
+                sampling,
+                [s.num_generated for s in step.decode],
+            )
             sched.on_decoded(step.decode, tokens, logps)
 
     def _no_early_stop(
@@ -139,7 +185,7 @@ class Engine:
     ) -> torch.Tensor:
         """Rows of sequences shorter than `min_new_tokens` cannot sample a stop id (as transformers does;
         their log-probs are then under the masked distribution)."""
-        early = [i for i, s in enumerate(seqs) if len(s.completion) < sampling.min_new_tokens]
+        early = [i for i, s in enumerate(seqs) if s.num_generated < sampling.min_new_tokens]
         if not early:
             return logits_SV
         rows = torch.tensor(early, device=logits_SV.device)[:, None]
@@ -157,23 +203,59 @@ class Engine:
             tokens += s.tokens[s.num_cached :]
             positions += pos
             slots += [s.block_table[p // bs] * bs + p % bs for p in pos]
+        q_lens = [len(s) - s.num_cached for s in seqs]
+        graphs = self._graphs(cache)
+        if graphs is not None and len(tokens) == len(seqs) and len(seqs) <= graphs.bmax:  # a decode step
+            return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
         dev = cache.device
-        meta = AttnMeta.build(
-            [len(s) - s.num_cached for s in seqs], [len(s) for s in seqs], [s.block_table for s in seqs], dev
-        )
+        block_q = 0
+        if self._kernel(cache) == "triton":
+            from ponder.rollout.engine.triton_kernels import block_q_for
+
+            r = self.runner
+            block_q = block_q_for(r.num_heads, r.num_kv_heads, decode=max(q_lens) == 1)
+        meta = AttnMeta.build(q_lens, [len(s) for s in seqs], [s.block_table for s in seqs], dev, block_q)
         as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
         return self.runner.forward(cache, as_tensor(tokens), as_tensor(positions), as_tensor(slots), meta)
 
+    def _kernel(self, cache: KVCache) -> str:
+        """The attention implementation for this cache's device."""
+        if self.attention != "auto":
+            return self.attention
+        if cache.device.type != "cuda" or self.runner.head_dim & (self.runner.head_dim - 1):
+            return "sdpa"
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "sdpa"
+        return "triton"
+
+    def _graphs(self, cache: KVCache) -> DecodeGraphs | None:
+        """The decode graphs for this cache and these weights, captured on first use; None when off."""
+        if not self.cuda_graphs or cache.device.type != "cuda" or self._kernel(cache) != "triton":
+            return None
+        if self.graphs is None or self.graphs.fingerprint != fingerprint(self.runner, cache):
+            self.graphs = None  # free the old graphs' memory before capturing new ones
+            width = self.blocks.num_blocks
+            max_pos = getattr(self.runner.hf.config, "max_position_embeddings", None)
+            if max_pos:
+                width = min(width, -(-max_pos // self.blocks.block_size))
+            self.graphs = DecodeGraphs(self.runner, cache, self.max_batch, width)
+        return self.graphs
+
     def _cache(self) -> KVCache:
         r = self.runner
-        if self.cache is None or self.cache.dtype != r.dtype or self.cache.device != r.device:
+        dtype = self.autocast or r.dtype
+        if self.cache is None or self.cache.dtype != dtype or self.cache.device != r.device:
+            self.cache = None
+            self.graphs = None
             self.cache = KVCache(
                 r.num_layers,
                 self.blocks.num_blocks,
                 self.blocks.block_size,
                 r.num_kv_heads,
                 r.head_dim,
-                r.dtype,
+                dtype,
                 r.device,
             )
         return self.cache

@@ -1,4 +1,8 @@
-"""The paged KV cache tensors: a K and a V tensor per layer, (num_blocks, block_size, kv_heads, head_dim)."""
+"""The paged KV cache tensors: a K and a V tensor per layer, (num_blocks + 1, block_size, kv_heads, head_dim).
+
+The extra last block (`scratch_block`) belongs to nobody: padded rows of a CUDA-graph decode batch write
+their K/V there and read it back, so padding never touches a live sequence's blocks.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (num_blocks, block_size, kv_heads, head_dim)
+        shape = (num_blocks + 1, block_size, kv_heads, head_dim)
+        self.scratch_block = num_blocks
         # zeros, not empty: padded block-table entries gather these, and masked garbage must stay finite
         # (a NaN value times a zero attention weight is still NaN).
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]

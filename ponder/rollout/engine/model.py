@@ -6,10 +6,11 @@ attention, SwiGLU MLP, tied or untied lm_head, q/k/v biases when the projections
 q/k RMSNorm when the attention module has `q_norm`/`k_norm` (Qwen3).
 
 No weight is copied: every call goes through the HF submodules (`layer.self_attn.q_proj`, ...), so an
-optimizer step on the trainer's model is visible to the next forward. Attention is plain SDPA over K/V
-gathered from the cache (correctness first): decode sequences are batched with a key-padding mask, prefill
-sequences run one by one with a causal mask offset by their cached prefix. A fused paged-attention kernel
-would replace `paged_attention` alone.
+optimizer step on the trainer's model is visible to the next forward. Attention has two implementations
+behind `AttnMeta`: `"sdpa"` (the CPU path: SDPA over K/V gathered from the cache; decode sequences batched
+with a key-padding mask, prefill sequences one by one with a causal mask offset by their cached prefix) and
+`"triton"` (the GPU path: one fused kernel reading the paged cache in place, `triton_kernels.paged_attention`;
+its launch shape depends only on the batch size for decode, so decode steps can be captured in CUDA graphs).
 """
 
 from __future__ import annotations
@@ -35,32 +36,66 @@ class AttnMeta:
     ctx_lens: list[int]
     tables_BM: torch.Tensor
     ctx_lens_B: torch.Tensor
+    # Triton path only (int32): per-sequence row starts and new-token counts, and the kernel's tiles
+    q_starts_B: torch.Tensor | None = None
+    q_lens_B: torch.Tensor | None = None
+    tile_seq_T: torch.Tensor | None = None
+    tile_off_T: torch.Tensor | None = None
+    block_q: int = 0
 
     @property
     def decode_only(self) -> bool:
         return all(n == 1 for n in self.q_lens)
 
     @property
-    def last_rows(self) -> list[int]:
+    def last_rows(self) -> list[int] | slice:
+        if self.decode_only:
+            return slice(None)
         return [s + n - 1 for s, n in zip(self.starts, self.q_lens, strict=True)]
 
     @staticmethod
-    def build(q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], device) -> AttnMeta:
+    def build(
+        q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], device, block_q: int = 0
+    ) -> AttnMeta:
+        """Metadata for the SDPA path, or for the Triton path when `block_q` (its query tile) is given."""
         starts = [0]
         for n in q_lens[:-1]:
             starts.append(starts[-1] + n)
         width = max(len(t) for t in tables)
-        tables_BM = torch.tensor(
-            [t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=device
-        )
-        ctx_B = torch.tensor(ctx_lens, dtype=torch.long, device=device)
-        return AttnMeta(starts, q_lens, ctx_lens, tables_BM, ctx_B)
+        dtype = torch.int32 if block_q else torch.long
+        tables_BM = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=dtype, device=device)
+        ctx_B = torch.tensor(ctx_lens, dtype=dtype, device=device)
+        meta = AttnMeta(starts, q_lens, ctx_lens, tables_BM, ctx_B)
+        if block_q:
+            from ponder.rollout.engine.triton_kernels import attention_tiles
+
+            meta.q_starts_B = torch.tensor(starts, dtype=torch.int32, device=device)
+            meta.q_lens_B = torch.tensor(q_lens, dtype=torch.int32, device=device)
+            meta.tile_seq_T, meta.tile_off_T = attention_tiles(q_lens, block_q, device)
+            meta.block_q = block_q
+        return meta
+
+    @staticmethod
+    def decode(
+        tables_BM: torch.Tensor,
+        ctx_lens_B: torch.Tensor,
+        rows_B: torch.Tensor,
+        zeros_B: torch.Tensor,
+        ones_B: torch.Tensor,
+    ) -> AttnMeta:
+        """Triton-path metadata for a decode batch held in (static) device tensors: sequence b is row b,
+        one new token, one tile. Host-side lists are left empty: nothing here reads the host."""
+        b = tables_BM.shape[0]
+        meta = AttnMeta([], [1] * b, [], tables_BM, ctx_lens_B, rows_B, ones_B, rows_B, zeros_B, 1)
+        return meta
 
 
 class PagedLlama:
     """Runs a transformers Llama-family `*ForCausalLM` over a `KVCache`; holds the module, not its tensors."""
 
-    def __init__(self, hf_model: torch.nn.Module) -> None:
+    def __init__(self, hf_model: torch.nn.Module, attention: str = "sdpa") -> None:
+        if attention not in ("sdpa", "triton"):
+            raise ValueError(f"attention={attention!r}; expected 'sdpa' or 'triton'")
         cfg = hf_model.config
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"engine supports SwiGLU (hidden_act='silu') models, not {cfg.hidden_act!r}")
@@ -74,6 +109,7 @@ class PagedLlama:
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
+        self.attention = attention
 
     @property
     def dtype(self) -> torch.dtype:
@@ -101,6 +137,23 @@ class PagedLlama:
         meta: AttnMeta,
     ) -> torch.Tensor:
         """Logits (S, V) in float32 at the last new token of each of the S sequences in `meta`."""
+        return self.logits(self.hidden(cache, tokens_N, positions_N, slots_N, meta))
+
+    @torch.no_grad()
+    def logits(self, h_SE: torch.Tensor) -> torch.Tensor:
+        """float32 logits of final hidden states (kept out of the CUDA graphs: one large GEMM)."""
+        return self.hf.lm_head(h_SE).float()
+
+    @torch.no_grad()
+    def hidden(
+        self,
+        cache: KVCache,
+        tokens_N: torch.Tensor,
+        positions_N: torch.Tensor,
+        slots_N: torch.Tensor,
+        meta: AttnMeta,
+    ) -> torch.Tensor:
+        """Final-norm hidden states (S, E) at the last new token of each sequence; writes the new K/V."""
         h_NE = self.hf.model.embed_tokens(tokens_N)
         cos, sin = self.rope(positions_N, h_NE.dtype)
         for i, layer in enumerate(self.hf.model.layers):
@@ -110,8 +163,7 @@ class PagedLlama:
             x = layer.post_attention_layernorm(h_NE)
             mlp = layer.mlp
             h_NE = h_NE + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
-        h_SE = self.hf.model.norm(h_NE[meta.last_rows])
-        return self.hf.lm_head(h_SE).float()
+        return self.hf.model.norm(h_NE[meta.last_rows])
 
     def _attention(self, i, layer, x_NE, cos, sin, cache: KVCache, slots_N, meta: AttnMeta) -> torch.Tensor:
         attn = layer.self_attn
@@ -125,7 +177,24 @@ class PagedLlama:
         k = k * cos + _rotate_half(k) * sin
         cache.write(i, slots_N, k, v)
         scale = getattr(attn, "scaling", self.head_dim**-0.5)
-        o_NHD = paged_attention(q, cache.k[i], cache.v[i], meta, scale)
+        if meta.tile_seq_T is not None:
+            from ponder.rollout.engine.triton_kernels import paged_attention as triton_paged_attention
+
+            o_NHD = triton_paged_attention(
+                q.contiguous(),
+                cache.k[i],
+                cache.v[i],
+                meta.tables_BM,
+                meta.ctx_lens_B,
+                meta.q_starts_B,
+                meta.q_lens_B,
+                meta.tile_seq_T,
+                meta.tile_off_T,
+                meta.block_q,
+                scale,
+            )
+        else:
+            o_NHD = paged_attention(q, cache.k[i], cache.v[i], meta, scale)
         return attn.o_proj(o_NHD.reshape(n, self.num_heads * self.head_dim))
 
 

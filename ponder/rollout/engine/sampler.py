@@ -5,6 +5,12 @@ truncation, log_softmax(logits / T). That is the distribution the trainer's forw
 the temperature, never the truncation), so with top_k = 0 and top_p = 1 these are exactly the "old"
 log-probs of GRPO; with truncation they are the policy's, not the truncated sampler's, which is what the
 importance ratio needs. Greedy (T = 0) reports log_softmax(logits) (T = 1).
+
+Randomness: on the CPU each row draws from its sequence's own `torch.Generator`. On CUDA (with Triton) the
+draw is Gumbel-max with noise hashed from (the generator's seed, the row's step, the token id) by
+`triton_kernels.gumbel_sample`: still one stream per sequence, independent of the batch, but with no
+per-row host work and no copy of the probabilities to the host. The two devices give different (each
+reproducible) samples for the same seed.
 """
 
 from __future__ import annotations
@@ -29,13 +35,26 @@ def truncate(logits_BV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
 
 
 def sample(
-    logits_BV: torch.Tensor, generators: list[torch.Generator], sampling: SamplingConfig
+    logits_BV: torch.Tensor,
+    generators: list[torch.Generator],
+    sampling: SamplingConfig,
+    steps: list[int] | None = None,
 ) -> tuple[list[int], list[float]]:
-    """One token per row and its log-prob; row b draws only from `generators[b]`."""
+    """One token per row and its log-prob; row b draws only from `generators[b]` (on CUDA: from its seed
+    and `steps[b]`, the number of tokens the sequence has generated so far)."""
     logits_BV = logits_BV.float()
     if sampling.temperature == 0:
         tokens_B = logits_BV.argmax(-1)
         logp_BV = logits_BV.log_softmax(-1)
+    elif logits_BV.is_cuda and steps is not None and _has_triton():
+        from ponder.rollout.engine.triton_kernels import gumbel_sample, sample_keys
+
+        scaled_BV = logits_BV / sampling.temperature
+        logp_BV = scaled_BV.log_softmax(-1)
+        if sampling.top_k > 0 or sampling.top_p < 1.0:
+            scaled_BV = truncate(scaled_BV, sampling.top_k, sampling.top_p)
+        keys = sample_keys([g.initial_seed() for g in generators], steps, logits_BV.device)
+        tokens_B = gumbel_sample(scaled_BV, keys, 1.0)
     else:
         scaled_BV = logits_BV / sampling.temperature
         logp_BV = scaled_BV.log_softmax(-1)
@@ -48,3 +67,11 @@ def sample(
         ).to(logits_BV.device)
     logps_B = logp_BV.gather(-1, tokens_B[:, None])[:, 0]
     return tokens_B.tolist(), logps_B.tolist()
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -246,7 +246,7 @@ class Scheduler:
         seq.finished = token in self.stop_ids or (
             self.stop_text is not None and self.stop_text(seq.completion)
         )
-        if seq.finished or len(seq.completion) >= self.max_new_tokens:
+        if seq.finished or seq.num_generated >= (seq.max_new_tokens or self.max_new_tokens):
             seq.done = True
             self.blocks.release(seq.block_table)
             seq.block_table = []

@@ -28,6 +28,7 @@ class Sequence:
     block_hashes: list[bytes] = field(default_factory=list)
     finished: bool = False  # stopped at a stop id (False with `done` means truncated)
     done: bool = False
+    max_new_tokens: int | None = None  # this request's own limit (None: the call's)
 
     def __post_init__(self) -> None:
         if not self.tokens:
@@ -36,6 +37,11 @@ class Sequence:
     @property
     def completion(self) -> list[int]:
         return self.tokens[len(self.prompt) :]
+
+    @property
+    def num_generated(self) -> int:
+        """len(completion), without copying it (the hot path asks every step)."""
+        return len(self.tokens) - len(self.prompt)
 
     def __len__(self) -> int:
         return len(self.tokens)

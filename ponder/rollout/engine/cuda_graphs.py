@@ -1,0 +1,105 @@
+"""Decode steps replayed from CUDA graphs: one graph per batch size on a ladder, inputs in static buffers.
+
+A decode step of a small model launches hundreds of small kernels; on a GPU the launch overhead, not the
+math, sets the step time. Each graph is captured once per `DecodeGraphs` (after one eager warm-up that
+compiles the Triton kernels) with views of one static int32 buffer as its inputs: token, position, cache
+slot and context length of each row, then the block tables. A step copies the rows' values into that
+buffer with one host-to-device copy and replays the smallest graph that fits; rows past the real batch
+are padding that writes to and reads from the cache's scratch block. The graphs end at the final norm's
+hidden states; the lm_head GEMM runs after the replay (the graphs' outputs stay small).
+
+The graphs read the model's parameters and the cache at the addresses they had at capture: in-place
+optimizer steps are seen, reallocation is not (the engine rebuilds the graphs when `fingerprint` changes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ponder.rollout.engine.kv_cache import KVCache
+from ponder.rollout.engine.model import AttnMeta, PagedLlama
+
+
+def batch_sizes(max_batch: int) -> list[int]:
+    """The captured sizes: 1, 2, 4, 8, then every multiple of 16 up to `max_batch` (rounded up)."""
+    ladder = [1, 2, 4, 8, *range(16, max_batch + 16, 16)]
+    return [s for s in ladder if s < max_batch] + [next(s for s in ladder if s >= max_batch)]
+
+
+def fingerprint(runner: PagedLlama, cache: KVCache) -> tuple:
+    """What a captured graph depends on: parameter and cache addresses, and the autocast state."""
+    params = tuple(p.data_ptr() for p in runner.hf.parameters())
+    autocast = (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
+    return params, id(cache), autocast
+
+
+class DecodeGraphs:
+    """Captured decode forwards of `runner` over `cache` for batch sizes up to `max_batch`."""
+
+    def __init__(self, runner: PagedLlama, cache: KVCache, max_batch: int, max_blocks_per_seq: int) -> None:
+        self.runner, self.cache = runner, cache
+        self.sizes = batch_sizes(max_batch)
+        self.width = max_blocks_per_seq
+        self.fingerprint = fingerprint(runner, cache)
+        bmax, dev = self.sizes[-1], runner.device
+        self.bmax = bmax
+        n = 4 * bmax + bmax * self.width
+        self.host = torch.zeros(n, dtype=torch.int32, pin_memory=True)
+        self.host_np = self.host.numpy()
+        self.buf = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
+        self.tables = self.buf[4 * bmax :].view(bmax, self.width)
+        self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
+        self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
+        self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
+        self._pad(0)
+        self.buf.copy_(self.host)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
+        torch.cuda.synchronize()
+        pool = None
+        for b in reversed(self.sizes):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[b] = self._forward(b)
+            pool = graph.pool()
+            self.graphs[b] = graph
+        torch.cuda.synchronize()
+
+    def _forward(self, b: int) -> torch.Tensor:
+        meta = AttnMeta.decode(self.tables[:b], self.ctx[:b], self.rows[:b], self.zeros[:b], self.ones[:b])
+        return self.runner.hidden(self.cache, self.tokens[:b], self.positions[:b], self.slots[:b], meta)
+
+    def _pad(self, start: int) -> None:
+        """Host rows from `start` on become padding: token 0 at position 0, in the scratch block."""
+        h, bmax, bs = self.host_np, self.bmax, self.cache.block_size
+        scratch = self.cache.scratch_block
+        h[start:bmax] = 0  # tokens
+        h[bmax + start : 2 * bmax] = 0  # positions
+        h[2 * bmax + start : 3 * bmax] = scratch * bs  # slots
+        h[3 * bmax + start : 4 * bmax] = 1  # context lengths
+        h[4 * bmax + start * self.width : 4 * bmax + bmax * self.width : self.width] = scratch
+
+    def run(
+        self, tokens: list[int], positions: list[int], slots: list[int], tables: list[list[int]]
+    ) -> torch.Tensor:
+        """Logits (n, V) of one decode step for n rows (n <= the largest captured size)."""
+        n = len(tokens)
+        b = next(s for s in self.sizes if s >= n)
+        h, bmax, w = self.host_np, self.bmax, self.width
+        h[:n] = tokens
+        h[bmax : bmax + n] = positions
+        h[2 * bmax : 2 * bmax + n] = slots
+        h[3 * bmax : 3 * bmax + n] = np.asarray(positions) + 1
+        t = h[4 * bmax : 4 * bmax + n * w].reshape(n, w)
+        for i, row in enumerate(tables):
+            if len(row) > w:
+                raise RuntimeError(f"a sequence holds {len(row)} blocks; the decode graphs allow {w}")
+            t[i, : len(row)] = row
+        self._pad(n)
+        used = 4 * bmax + b * w
+        self.buf[:used].copy_(self.host[:used], non_blocking=True)
+        self.graphs[b].replay()
+        return self.runner.logits(self.outputs[b][:n])

@@ -1,0 +1,268 @@
+"""Triton kernels of the engine's GPU path: attention over the paged KV cache, and seeded sampling.
+
+`paged_attention` is one kernel for prefill chunks and decode alike. A program handles one tile of a
+sequence's new tokens (BLOCK_Q of them) for one KV head; its rows are (token, query head of that KV head's
+group), so grouped-query attention reads each K/V tile once for the whole group. It walks the sequence's
+context BLOCK_N positions at a time, looking up each position's cache block in the block table, with an
+online softmax (flash-attention style) and a causal mask offset by the cached prefix. Decode is the case
+BLOCK_Q = 1 per sequence; its launch shape depends only on the batch size, so it can be captured in a CUDA
+graph.
+
+`gumbel_sample` draws one token per row as argmax(logits / T + Gumbel noise), where the noise of row b at
+vocabulary entry v is a fixed hash of (the row's seed, its step, v): a sequence's samples depend on its seed
+and its logits only — not on the batch it shares, its order, or preemption — and no RNG state lives on the
+device. `gumbel_noise_reference` is the same noise in plain torch (the CPU reference in the tests).
+
+Both run on CUDA; the tests run them on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_M32 = 0xFFFFFFFF
+_C1, _C2, _C3 = 0x7FEB352D, 0x2C1B3C6D, 0x297A2D39  # odd multipliers of the 32-bit integer hash
+
+
+@triton.jit
+def _attn_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    tables_ptr,
+    ctx_lens_ptr,
+    q_starts_ptr,
+    q_lens_ptr,
+    tile_seq_ptr,
+    tile_off_ptr,
+    scale,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_tb,
+    BS: tl.constexpr,
+    GROUP: tl.constexpr,
+    GP: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    g = tl.program_id(1)
+    b = tl.load(tile_seq_ptr + tile)
+    q0 = tl.load(tile_off_ptr + tile)
+    q_len = tl.load(q_lens_ptr + b)
+    ctx = tl.load(ctx_lens_ptr + b)
+    q_start = tl.load(q_starts_ptr + b)
+
+    M: tl.constexpr = BLOCK_Q * GP
+    r = tl.arange(0, M)
+    tq = q0 + r // GP  # token index among the sequence's new tokens
+    hh = r % GP
+    row_ok = (tq < q_len) & (hh < GROUP)
+    head = g * GROUP + hh
+    q_pos = ctx - q_len + tq  # absolute position of the row's token
+    d = tl.arange(0, D)
+    q = tl.load(
+        q_ptr + (q_start + tq)[:, None] * stride_qn + head[:, None] * stride_qh + d[None, :],
+        mask=row_ok[:, None],
+        other=0.0,
+    )
+    m_i = tl.full([M], float("-inf"), tl.float32)
+    l_i = tl.zeros([M], tl.float32)
+    acc = tl.zeros([M, D], tl.float32)
+    end = tl.minimum(ctx - q_len + q0 + BLOCK_Q, ctx)  # keys past the tile's last query are never needed
+    n = tl.arange(0, BLOCK_N)
+    for start in range(0, end, BLOCK_N):
+        k_pos = start + n
+        k_ok = k_pos < end
+        blk = tl.load(tables_ptr + b * stride_tb + k_pos // BS, mask=k_ok, other=0)
+        off = blk[:, None] * stride_kb + (k_pos % BS)[:, None] * stride_ks + g * stride_kh + d[None, :]
+        k = tl.load(k_ptr + off, mask=k_ok[:, None], other=0.0)
+        v = tl.load(v_ptr + off, mask=k_ok[:, None], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = s * scale
+        s = tl.where((k_pos[None, :] <= q_pos[:, None]) & k_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(
+        o_ptr + (q_start + tq)[:, None] * stride_qn + head[:, None] * stride_qh + d[None, :],
+        out.to(o_ptr.dtype.element_ty),
+        mask=row_ok[:, None],
+    )
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def attention_tiles(
+    q_lens: list[int], block_q: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tile -> sequence, tile -> first new-token index) for sequences with `q_lens` new tokens."""
+    seq, off = [], []
+    for b, n in enumerate(q_lens):
+        for t in range(0, n, block_q):
+            seq.append(b)
+            off.append(t)
+    as_t = lambda xs: torch.tensor(xs, dtype=torch.int32, device=device)  # noqa: E731
+    return as_t(seq), as_t(off)
+
+
+def block_q_for(num_heads: int, num_kv_heads: int, decode: bool) -> int:
+    """Query tokens per program: enough rows (tokens x group heads) to fill a 16 (decode) or 64-row tile."""
+    gp = _pow2(num_heads // num_kv_heads)
+    return max(1, (16 if decode else 64) // gp)
+
+
+def paged_attention(
+    q_NHD: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables_BM: torch.Tensor,
+    ctx_lens_B: torch.Tensor,
+    q_starts_B: torch.Tensor,
+    q_lens_B: torch.Tensor,
+    tile_seq_T: torch.Tensor,
+    tile_off_T: torch.Tensor,
+    block_q: int,
+    scale: float,
+    out_NHD: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention of N packed new tokens over their sequences' paged context; returns (N, H, D).
+
+    k_cache/v_cache: (num_blocks, block_size, KVH, D) with the new tokens' K/V already written. Sequence b
+    owns rows [q_starts_B[b], + q_lens_B[b]) of q and has ctx_lens_B[b] context tokens (cached + new) in
+    blocks tables_BM[b]. The tiles come from `attention_tiles(q_lens, block_q)`.
+    """
+    n, h, d = q_NHD.shape
+    _, bs, kvh, _ = k_cache.shape
+    if d & (d - 1) or d < 16:
+        raise ValueError(f"the Triton attention needs a power-of-two head_dim >= 16, got {d}")
+    group = h // kvh
+    o = out_NHD if out_NHD is not None else torch.empty_like(q_NHD)
+    grid = (tile_seq_T.shape[0], kvh)
+    _attn_kernel[grid](
+        q_NHD,
+        k_cache,
+        v_cache,
+        o,
+        tables_BM,
+        ctx_lens_B,
+        q_starts_B,
+        q_lens_B,
+        tile_seq_T,
+        tile_off_T,
+        scale,
+        q_NHD.stride(0),
+        q_NHD.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        tables_BM.stride(0),
+        BS=bs,
+        GROUP=group,
+        GP=_pow2(group),
+        BLOCK_Q=block_q,
+        BLOCK_N=64,
+        D=d,
+        IEEE=q_NHD.dtype == torch.float32,
+    )
+    return o
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+@triton.jit
+def _hash32(x):
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x2C1B3C6D
+    x = x ^ (x >> 16)
+    return x
+
+
+@triton.jit
+def _row_key(seed_lo, seed_hi, step):
+    return _hash32(_hash32(_hash32(seed_lo) ^ seed_hi) + step * 0x297A2D39)
+
+
+@triton.jit
+def _gumbel_kernel(logits_ptr, keys_ptr, tokens_ptr, stride, V, inv_t, BLOCK: tl.constexpr):
+    b = tl.program_id(0)
+    seed_lo = tl.load(keys_ptr + 3 * b).to(tl.uint32)
+    seed_hi = tl.load(keys_ptr + 3 * b + 1).to(tl.uint32)
+    step = tl.load(keys_ptr + 3 * b + 2).to(tl.uint32)
+    key = _row_key(seed_lo, seed_hi, step)
+    best = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_i = tl.zeros([BLOCK], tl.int32)
+    for start in range(0, V, BLOCK):
+        v = start + tl.arange(0, BLOCK)
+        ok = v < V
+        x = tl.load(logits_ptr + b * stride + v, mask=ok, other=float("-inf")).to(tl.float32) * inv_t
+        u = (_hash32(key ^ _hash32(v.to(tl.uint32))) >> 8).to(tl.float32) * (1.0 / 16777216.0)
+        u = u + 0.5 / 16777216.0
+        s = tl.where(ok, x - tl.log(-tl.log(u)), float("-inf"))
+        better = s > best
+        best = tl.where(better, s, best)
+        best_i = tl.where(better, v, best_i)
+    m = tl.max(best, 0)
+    tok = tl.min(tl.where(best == m, best_i, 2147483647), 0)
+    tl.store(tokens_ptr + b, tok)
+
+
+def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> torch.Tensor:
+    """(B, 3) int64 rows (seed low 32 bits, seed high 32 bits, step) for `gumbel_sample`."""
+    rows = [(s & _M32, (s >> 32) & _M32, t & _M32) for s, t in zip(seeds, steps, strict=True)]
+    return torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+
+
+def gumbel_sample(logits_BV: torch.Tensor, keys_B3: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One token per row from softmax(logits / T) (logits may hold -inf for truncated entries)."""
+    b, v = logits_BV.shape
+    tokens_B = torch.empty(b, dtype=torch.int32, device=logits_BV.device)
+    _gumbel_kernel[(b,)](logits_BV, keys_B3, tokens_B, logits_BV.stride(0), v, 1.0 / temperature, BLOCK=1024)
+    return tokens_B.long()
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 tensors holding 32-bit values, without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32_torch(x: torch.Tensor) -> torch.Tensor:
+    x = x ^ (x >> 16)
+    x = _mul32(x, _C1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _C2)
+    return x ^ (x >> 16)
+
+
+def gumbel_noise_reference(keys_B3: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The kernel's Gumbel noise (B, V) in plain torch (float32), for tests and CPU fallbacks."""
+    k = keys_B3.long().cpu()
+    key_B = _hash32_torch(_hash32_torch(_hash32_torch(k[:, 0]) ^ k[:, 1]) + _mul32(k[:, 2], _C3) & _M32)
+    h_V = _hash32_torch(torch.arange(vocab, dtype=torch.int64))
+    u = (_hash32_torch(key_B[:, None] ^ h_V[None, :]) >> 8).float() * (1.0 / 16777216.0) + 0.5 / 16777216.0
+    return -torch.log(-torch.log(u))

@@ -1,0 +1,29 @@
+"""Test-session setup: Triton kernels run through Triton's CPU interpreter (the tests have no GPU).
+
+The interpreter is chosen when a kernel is defined, and `triton.language`'s own helpers are defined when
+`triton` is first imported (transformers may import it), so the switch is set here, before any test module
+imports anything.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+
+def _patch_triton_interpreter_for_numpy_2_4() -> None:
+    """Triton 3.6's interpreter turns its scalars (shape-(1,) arrays) into ints with int(array), which
+    numpy >= 2.4 refuses; index them the way numpy still allows."""
+    try:
+        import triton.runtime.interpreter as interp
+    except ImportError:
+        return
+    patch = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+
+
+_patch_triton_interpreter_for_numpy_2_4()

@@ -1,0 +1,113 @@
+"""The engine's Triton kernels against torch references, on the CPU via Triton's interpreter (conftest.py)."""
+
+import pytest
+import torch
+
+from ponder.rollout.engine import triton_kernels as tk
+from ponder.rollout.engine.model import AttnMeta
+from ponder.rollout.engine.model import paged_attention as sdpa_paged_attention
+
+
+def _random_case(q_lens, ctx_lens, heads, kv_heads, d, bs, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    num_blocks = sum(-(-c // bs) for c in ctx_lens) + 3
+    k_cache = torch.randn(num_blocks, bs, kv_heads, d, generator=g).to(dtype)
+    v_cache = torch.randn(num_blocks, bs, kv_heads, d, generator=g).to(dtype)
+    perm = torch.randperm(num_blocks, generator=g).tolist()  # scattered, non-contiguous blocks
+    tables, i = [], 0
+    for c in ctx_lens:
+        n = -(-c // bs)
+        tables.append(perm[i : i + n])
+        i += n
+    q = torch.randn(sum(q_lens), heads, d, generator=g).to(dtype)
+    return q, k_cache, v_cache, tables
+
+
+@pytest.mark.parametrize(
+    "q_lens,ctx_lens,heads,kv_heads,d,bs",
+    [
+        ([1, 1, 1], [5, 70, 33], 4, 2, 16, 16),  # decode, GQA
+        ([7, 1, 40], [7, 20, 90], 14, 2, 32, 16),  # prefill, decode, prefill after a cached prefix
+        ([3, 66], [3, 130], 6, 6, 16, 8),  # multi-head, small blocks
+        ([1, 5], [200, 5], 12, 2, 64, 32),  # group 6 (padded to 8), big head
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])  # the interpreter has no bf16
+def test_paged_attention_matches_sdpa(q_lens, ctx_lens, heads, kv_heads, d, bs, dtype):
+    q, kc, vc, tables = _random_case(q_lens, ctx_lens, heads, kv_heads, d, bs, dtype)
+    meta = AttnMeta.build(q_lens, ctx_lens, tables, "cpu")
+    want = sdpa_paged_attention(q.float(), kc.float(), vc.float(), meta, d**-0.5)
+    decode = all(n == 1 for n in q_lens)
+    block_q = tk.block_q_for(heads, kv_heads, decode)
+    tile_seq, tile_off = tk.attention_tiles(q_lens, block_q, "cpu")
+    i32 = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
+    got = tk.paged_attention(
+        q,
+        kc,
+        vc,
+        meta.tables_BM.to(torch.int32),
+        i32(ctx_lens),
+        i32(meta.starts),
+        i32(q_lens),
+        tile_seq,
+        tile_off,
+        block_q,
+        d**-0.5,
+    )
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+
+
+def test_head_dim_must_be_power_of_two():
+    q, kc, vc, tables = _random_case([1], [4], 2, 2, 24, 16, torch.float32)
+    meta = AttnMeta.build([1], [4], tables, "cpu")
+    ts, to = tk.attention_tiles([1], 8, "cpu")
+    one = torch.ones(1, dtype=torch.int32)
+    with pytest.raises(ValueError, match="head_dim"):
+        tk.paged_attention(q, kc, vc, meta.tables_BM, one * 4, one * 0, one, ts, to, 8, 1.0)
+
+
+def test_gumbel_sample_matches_reference_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3000, generator=g) * 3
+    logits[2, 100:] = float("-inf")  # a truncated row only draws from its survivors
+    logits[4] = logits[3]
+    seeds = [11, 11, 2**40 + 5, 7, 7, 9]
+    steps = [0, 1, 0, 3, 3, 0]
+    keys = tk.sample_keys(seeds, steps, "cpu")
+    tokens = tk.gumbel_sample(logits, keys, temperature=0.7)
+    want = (logits / 0.7 + tk.gumbel_noise_reference(keys, 3000)).argmax(-1)
+    assert tokens.tolist() == want.tolist()
+    assert tokens[2] < 100
+    assert tokens[3] == tokens[4]  # same seed, step and logits: same token
+    again = tk.gumbel_sample(logits[[4, 0]], tk.sample_keys([7, 11], [3, 0], "cpu"), 0.7)
+    assert again.tolist() == [tokens[4].item(), tokens[0].item()]  # independent of the batch
+
+
+def test_gumbel_noise_follows_the_softmax():
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).expand(20000, 3)
+    keys = tk.sample_keys([3] * 20000, list(range(20000)), "cpu")
+    tokens = (logits + tk.gumbel_noise_reference(keys, 3)).argmax(-1)
+    freq = torch.bincount(tokens, minlength=3).float() / 20000
+    torch.testing.assert_close(freq, torch.tensor([0.0, 1.0, 2.0]).softmax(0), atol=0.015, rtol=0)
+
+
+def test_engine_on_the_triton_path_matches_the_sdpa_path():
+    from ponder.config import SamplingConfig
+    from ponder.model import load_model
+    from ponder.rollout.engine import Engine
+
+    model, tok = load_model("tiny")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    prompts = [tok.encode(t) for t in ["2+2=", "hello world, the engine", "abc"]] * 2
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    kw = dict(num_blocks=64, block_size=4, max_batch=4)
+    ref = Engine(model, tok, attention="sdpa", **kw).generate(prompts, sampling, seed=3)
+    got = Engine(model, tok, attention="triton", **kw).generate(prompts, sampling, seed=3)
+    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
