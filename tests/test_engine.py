@@ -164,14 +164,16 @@ def _family(name: str):
     return Qwen3ForCausalLM(Qwen3Config(**common, head_dim=32))  # q/k norm, head_dim != hidden / heads
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])  # triton: the GPU kernels, interpreted on CPU
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
-def test_other_families_match_hf(family):
+def test_other_families_match_hf(family, attention):
     _, tok = load_model("tiny")
     torch.manual_seed(0)
     model = _sharpen(_family(family).eval(), std=0.3)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = 3, 0
     prompts = _prompts(tok)
-    outs = Engine(model, tok, num_blocks=64, block_size=4).generate(prompts, GREEDY, seed=0)
+    engine = Engine(model, tok, num_blocks=64, block_size=4, attention=attention)
+    outs = engine.generate(prompts, GREEDY, seed=0)
     assert len({tuple(o.token_ids) for o in outs}) > 1
     assert [o.token_ids for o in outs] == [_hf_greedy(model, tok, p).token_ids for p in prompts]
 

@@ -111,3 +111,44 @@ def test_engine_on_the_triton_path_matches_the_sdpa_path():
     assert [o.token_ids for o in got] == [o.token_ids for o in ref]
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fused_norm_rope_cache_and_silu_match_transformers_math(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
+
+    g = torch.Generator().manual_seed(0)
+    n, e, h, kvh, d = 5, 48, 4, 2, 16
+    x = torch.randn(n, e, generator=g).to(dtype)
+    res = torch.randn(n, e, generator=g).to(dtype)
+    norm = LlamaRMSNorm(e, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(e, generator=g) + 0.5)
+    out, new_res = tk.add_rmsnorm(x, norm.weight.data, 1e-5, res)
+    tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(new_res, x + res, atol=0, rtol=0)
+    torch.testing.assert_close(out, norm(x + res).detach(), **tol)
+    torch.testing.assert_close(tk.add_rmsnorm(x, norm.weight.data, 1e-5)[0], norm(x).detach(), **tol)
+
+    q = torch.randn(n, h, d, generator=g).to(dtype)
+    k = torch.randn(n, kvh, d, generator=g).to(dtype)
+    v = torch.randn(n, kvh, d, generator=g).to(dtype)
+    pos = torch.tensor([0, 3, 7, 100, 2047])
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+    freqs = pos[:, None].float() * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    q_HND, k_HND = q.transpose(0, 1)[None], k.transpose(0, 1)[None]
+    want_q, want_k = apply_rotary_pos_emb(q_HND, k_HND, cos[None], sin[None])
+    want_q, want_k = want_q[0], want_k[0]  # (H, N, D)
+    kc = torch.zeros(4, 4, kvh, d, dtype=dtype)
+    vc = torch.zeros(4, 4, kvh, d, dtype=dtype)
+    slots = torch.tensor([0, 5, 6, 9, 15])
+    got_q = tk.rope_and_cache(q.clone(), k, v, pos, slots, inv_freq, 1.0, kc, vc)
+    torch.testing.assert_close(got_q, want_q.transpose(0, 1), **tol)
+    torch.testing.assert_close(kc.view(-1, kvh, d)[slots], want_k.transpose(0, 1), **tol)
+    torch.testing.assert_close(vc.view(-1, kvh, d)[slots], v, atol=0, rtol=0)
+
+    gate = torch.randn(3, 700, generator=g).to(dtype)
+    up = torch.randn(3, 700, generator=g).to(dtype)
+    torch.testing.assert_close(tk.silu_mul(gate, up), torch.nn.functional.silu(gate) * up, **tol)

@@ -185,6 +185,8 @@ class Engine:
     ) -> torch.Tensor:
         """Rows of sequences shorter than `min_new_tokens` cannot sample a stop id (as transformers does;
         their log-probs are then under the masked distribution)."""
+        if sampling.min_new_tokens <= 0 or not self.stop_ids:
+            return logits_SV
         early = [i for i, s in enumerate(seqs) if s.num_generated < sampling.min_new_tokens]
         if not early:
             return logits_SV

@@ -154,6 +154,8 @@ class PagedLlama:
         meta: AttnMeta,
     ) -> torch.Tensor:
         """Final-norm hidden states (S, E) at the last new token of each sequence; writes the new K/V."""
+        if meta.tile_seq_T is not None:
+            return self._hidden_fused(cache, tokens_N, positions_N, slots_N, meta)
         h_NE = self.hf.model.embed_tokens(tokens_N)
         cos, sin = self.rope(positions_N, h_NE.dtype)
         for i, layer in enumerate(self.hf.model.layers):
@@ -164,6 +166,50 @@ class PagedLlama:
             mlp = layer.mlp
             h_NE = h_NE + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
         return self.hf.model.norm(h_NE[meta.last_rows])
+
+    def _hidden_fused(self, cache, tokens_N, positions_N, slots_N, meta: AttnMeta) -> torch.Tensor:
+        """`hidden` on the Triton path: residual add + RMSNorm, RoPE + cache write and SiLU * up are one
+        kernel each, attention reads the paged cache in place (per layer: 4 small kernels + the GEMMs)."""
+        from ponder.rollout.engine import triton_kernels as tk
+
+        m = self.hf.model
+        rotary = m.rotary_emb
+        scaling = float(getattr(rotary, "attention_scaling", 1.0))
+        n = tokens_N.shape[0]
+        x_NE, res_NE = m.embed_tokens(tokens_N), None
+        for i, layer in enumerate(m.layers):
+            ln = layer.input_layernorm
+            h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
+            attn = layer.self_attn
+            q = attn.q_proj(h_NE).view(n, self.num_heads, self.head_dim)
+            k = attn.k_proj(h_NE).view(n, self.num_kv_heads, self.head_dim)
+            v = attn.v_proj(h_NE).view(n, self.num_kv_heads, self.head_dim)
+            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q = tk.rope_and_cache(
+                q, k, v, positions_N, slots_N, rotary.inv_freq, scaling, cache.k[i], cache.v[i]
+            )
+            o_NHD = tk.paged_attention(
+                q.to(cache.dtype),
+                cache.k[i],
+                cache.v[i],
+                meta.tables_BM,
+                meta.ctx_lens_B,
+                meta.q_starts_B,
+                meta.q_lens_B,
+                meta.tile_seq_T,
+                meta.tile_off_T,
+                meta.block_q,
+                getattr(attn, "scaling", self.head_dim**-0.5),
+            )
+            x_NE = attn.o_proj(o_NHD.view(n, self.num_heads * self.head_dim))
+            ln = layer.post_attention_layernorm
+            h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
+            mlp = layer.mlp
+            x_NE = mlp.down_proj(tk.silu_mul(mlp.gate_proj(h_NE), mlp.up_proj(h_NE)))
+        rows = meta.last_rows
+        out, _ = tk.add_rmsnorm(x_NE[rows], m.norm.weight, m.norm.variance_epsilon, res_NE[rows])
+        return out
 
     def _attention(self, i, layer, x_NE, cos, sin, cache: KVCache, slots_N, meta: AttnMeta) -> torch.Tensor:
         attn = layer.self_attn

@@ -33,6 +33,7 @@ class Sequence:
     def __post_init__(self) -> None:
         if not self.tokens:
             self.tokens = list(self.prompt)
+        self.prompt_len = len(self.prompt)
 
     @property
     def completion(self) -> list[int]:
@@ -41,7 +42,7 @@ class Sequence:
     @property
     def num_generated(self) -> int:
         """len(completion), without copying it (the hot path asks every step)."""
-        return len(self.tokens) - len(self.prompt)
+        return len(self.tokens) - self.prompt_len
 
     def __len__(self) -> int:
         return len(self.tokens)

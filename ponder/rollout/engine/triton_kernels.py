@@ -146,6 +146,9 @@ def paged_attention(
     block_q: int,
     scale: float,
     out_NHD: torch.Tensor | None = None,
+    block_n: int = 64,
+    num_warps: int = 4,
+    num_stages: int = 2,
 ) -> torch.Tensor:
     """Attention of N packed new tokens over their sequences' paged context; returns (N, H, D).
 
@@ -182,9 +185,11 @@ def paged_attention(
         GROUP=group,
         GP=_pow2(group),
         BLOCK_Q=block_q,
-        BLOCK_N=64,
+        BLOCK_N=block_n,
         D=d,
         IEEE=q_NHD.dtype == torch.float32,
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     return o
 
@@ -266,3 +271,162 @@ def gumbel_noise_reference(keys_B3: torch.Tensor, vocab: int) -> torch.Tensor:
     h_V = _hash32_torch(torch.arange(vocab, dtype=torch.int64))
     u = (_hash32_torch(key_B[:, None] ^ h_V[None, :]) >> 8).float() * (1.0 / 16777216.0) + 0.5 / 16777216.0
     return -torch.log(-torch.log(u))
+
+
+# ------------------------------------------------------------------------------- fused elementwise ops
+# Each mirrors transformers' eager arithmetic, including where it rounds to the activation dtype, so the
+# fused path stays token-identical to the unfused one in float32 and within rounding in bfloat16.
+
+
+@triton.jit
+def _add_rmsnorm_kernel(
+    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, E, eps, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
+):
+    row = tl.program_id(0)
+    e = tl.arange(0, BLOCK)
+    ok = e < E
+    RT = res_out_ptr.dtype.element_ty  # the residual stream's dtype: the norm rounds to it
+    x = tl.load(x_ptr + row * E + e, mask=ok, other=0.0).to(tl.float32)
+    if HAS_RES:
+        x = (x + tl.load(res_ptr + row * E + e, mask=ok, other=0.0).to(tl.float32)).to(RT)
+        tl.store(res_out_ptr + row * E + e, x, mask=ok)
+    xf = x.to(tl.float32)
+    r = 1.0 / tl.sqrt(tl.sum(xf * xf, 0) / E + eps)
+    y = (xf * r).to(RT).to(tl.float32)
+    w = tl.load(w_ptr + e, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * E + e, (w * y).to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def add_rmsnorm(
+    x_NE: torch.Tensor, weight_E: torch.Tensor, eps: float, residual_NE: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMSNorm(x + residual) * weight, x + residual): the residual add fused into the norm.
+
+    Without `residual`, the second result is `x` itself. The normed output has the weight's dtype if the
+    activations are float32 and the weight is not (as transformers' `weight * hidden.to(input_dtype)`)."""
+    n, e = x_NE.shape
+    stream = x_NE.dtype if residual_NE is None else torch.promote_types(x_NE.dtype, residual_NE.dtype)
+    out = torch.empty((n, e), dtype=torch.promote_types(weight_E.dtype, stream), device=x_NE.device)
+    res_out = torch.empty((n, e), dtype=stream, device=x_NE.device) if residual_NE is not None else x_NE
+    res_in = residual_NE if residual_NE is not None else x_NE
+    _add_rmsnorm_kernel[(n,)](
+        x_NE, res_in, weight_E, out, res_out, e, eps, HAS_RES=residual_NE is not None, BLOCK=_pow2(e)
+    )
+    return out, res_out
+
+
+@triton.jit
+def _rope_cache_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    pos_ptr,
+    slot_ptr,
+    inv_freq_ptr,
+    kc_ptr,
+    vc_ptr,
+    scaling,
+    stride_q,
+    stride_k,
+    stride_v,
+    H: tl.constexpr,
+    KVH: tl.constexpr,
+    HP: tl.constexpr,
+    KP: tl.constexpr,
+    HALF: tl.constexpr,
+):
+    n = tl.program_id(0)
+    DT = q_ptr.dtype.element_ty
+    pos = tl.load(pos_ptr + n).to(tl.float32)
+    slot = tl.load(slot_ptr + n).to(tl.int64)
+    j = tl.arange(0, HALF)
+    ang = pos * tl.load(inv_freq_ptr + j).to(tl.float32)
+    cos = (tl.cos(ang) * scaling).to(DT).to(tl.float32)[None, :]
+    sin = (tl.sin(ang) * scaling).to(DT).to(tl.float32)[None, :]
+    # q: rotated in place
+    h = tl.arange(0, HP)[:, None]
+    hm = h < H
+    q1p = q_ptr + n * stride_q + h * (2 * HALF) + j[None, :]
+    q1 = tl.load(q1p, mask=hm, other=0.0).to(tl.float32)
+    q2 = tl.load(q1p + HALF, mask=hm, other=0.0).to(tl.float32)
+    o1 = ((q1 * cos).to(DT).to(tl.float32) - (q2 * sin).to(DT).to(tl.float32)).to(DT)
+    o2 = ((q2 * cos).to(DT).to(tl.float32) + (q1 * sin).to(DT).to(tl.float32)).to(DT)
+    tl.store(q1p, o1, mask=hm)
+    tl.store(q1p + HALF, o2, mask=hm)
+    # k: rotated into the cache slot; v: copied there
+    KT = k_ptr.dtype.element_ty
+    g = tl.arange(0, KP)[:, None]
+    gm = g < KVH
+    k1p = k_ptr + n * stride_k + g * (2 * HALF) + j[None, :]
+    k1 = tl.load(k1p, mask=gm, other=0.0).to(tl.float32)
+    k2 = tl.load(k1p + HALF, mask=gm, other=0.0).to(tl.float32)
+    c1 = ((k1 * cos).to(KT).to(tl.float32) - (k2 * sin).to(KT).to(tl.float32)).to(KT)
+    c2 = ((k2 * cos).to(KT).to(tl.float32) + (k1 * sin).to(KT).to(tl.float32)).to(KT)
+    cp = kc_ptr + slot * (KVH * 2 * HALF) + g * (2 * HALF) + j[None, :]
+    CT = kc_ptr.dtype.element_ty
+    tl.store(cp, c1.to(CT), mask=gm)
+    tl.store(cp + HALF, c2.to(CT), mask=gm)
+    vp = v_ptr + n * stride_v + g * (2 * HALF) + j[None, :]
+    vcp = vc_ptr + slot * (KVH * 2 * HALF) + g * (2 * HALF) + j[None, :]
+    tl.store(vcp, tl.load(vp, mask=gm, other=0.0).to(CT), mask=gm)
+    tl.store(vcp + HALF, tl.load(vp + HALF, mask=gm, other=0.0).to(CT), mask=gm)
+
+
+def rope_and_cache(
+    q_NHD: torch.Tensor,
+    k_NKD: torch.Tensor,
+    v_NKD: torch.Tensor,
+    positions_N: torch.Tensor,
+    slots_N: torch.Tensor,
+    inv_freq: torch.Tensor,
+    scaling: float,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+) -> torch.Tensor:
+    """Rotary embedding of q (in place, returned) and k, and k/v written to their cache slots, in one kernel.
+
+    q/k/v may be row-strided views (e.g. of a fused projection); within a row heads must be contiguous."""
+    n, h, d = q_NHD.shape
+    kvh = k_NKD.shape[1]
+    for t in (q_NHD, k_NKD, v_NKD):
+        if t.stride(2) != 1 or t.stride(1) != d:
+            raise ValueError("rope_and_cache needs heads contiguous within each row")
+    _rope_cache_kernel[(n,)](
+        q_NHD,
+        k_NKD,
+        v_NKD,
+        positions_N,
+        slots_N,
+        inv_freq,
+        k_cache,
+        v_cache,
+        scaling,
+        q_NHD.stride(0),
+        k_NKD.stride(0),
+        v_NKD.stride(0),
+        H=h,
+        KVH=kvh,
+        HP=_pow2(h),
+        KP=_pow2(kvh),
+        HALF=d // 2,
+    )
+    return q_NHD
+
+
+@triton.jit
+def _silu_mul_kernel(g_ptr, u_ptr, out_ptr, numel, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < numel
+    DT = g_ptr.dtype.element_ty
+    g = tl.load(g_ptr + i, mask=ok, other=0.0).to(tl.float32)
+    s = (g / (1.0 + tl.exp(-g))).to(DT).to(tl.float32)
+    u = tl.load(u_ptr + i, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + i, (s * u).to(DT), mask=ok)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for contiguous tensors of one shape (SwiGLU), rounding as eager torch does."""
+    out = torch.empty_like(gate)
+    numel = gate.numel()
+    _silu_mul_kernel[(triton.cdiv(numel, 1024),)](gate, up, out, numel, BLOCK=1024)
+    return out
