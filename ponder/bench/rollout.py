@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import subprocess
@@ -292,6 +293,8 @@ def _fmt(r: Row) -> str:
 
 
 def _commit() -> str:
+    if os.environ.get("PONDER_COMMIT"):  # a copied tree without its git history says which commit it is
+        return os.environ["PONDER_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
