@@ -152,3 +152,17 @@ def test_fused_norm_rope_cache_and_silu_match_transformers_math(dtype):
     gate = torch.randn(3, 700, generator=g).to(dtype)
     up = torch.randn(3, 700, generator=g).to(dtype)
     torch.testing.assert_close(tk.silu_mul(gate, up), torch.nn.functional.silu(gate) * up, **tol)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.6, 1.0])
+def test_fused_sample_gives_the_tokens_and_logprobs_of_the_reference(temperature):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, 5000, generator=g) * 4
+    logits[1, :4000] = float("-inf")  # a masked stretch spanning whole chunks
+    keys = tk.sample_keys([1, 2, 3, 4, 5], [0, 9, 2, 2, 7], "cpu") if temperature else None
+    tokens, logps = tk.fused_sample(logits, keys, temperature or 1.0, chunks=4)
+    scaled = logits / (temperature or 1.0)
+    want = scaled + tk.gumbel_noise_reference(keys, 5000) if temperature else scaled
+    assert tokens.tolist() == want.argmax(-1).tolist()
+    ref = scaled.log_softmax(-1).gather(1, tokens[:, None])[:, 0]
+    torch.testing.assert_close(logps, ref, atol=1e-4, rtol=1e-5)

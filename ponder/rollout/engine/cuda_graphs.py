@@ -45,16 +45,22 @@ class DecodeGraphs:
         bmax, dev = self.sizes[-1], runner.device
         self.bmax = bmax
         n = 4 * bmax + bmax * self.width
-        self.host = torch.zeros(n, dtype=torch.int32, pin_memory=True)
-        self.host_np = self.host.numpy()
+        # two pinned host buffers, alternated: with overlapped decode the host fills one while the copy
+        # out of the other may still be queued behind the running step
+        self.hosts = [torch.zeros(n, dtype=torch.int32, pin_memory=True) for _ in range(2)]
+        self.copied = [torch.cuda.Event(), torch.cuda.Event()]
+        self.turn = 0
+        self.host, self.host_np = self.hosts[0], self.hosts[0].numpy()
         self.buf = torch.zeros(n, dtype=torch.int32, device=dev)
         self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
         self.tables = self.buf[4 * bmax :].view(bmax, self.width)
         self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
         self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
         self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
-        self._pad(0)
-        self.buf.copy_(self.host)
+        for host in self.hosts:
+            self.host_np = host.numpy()
+            self._pad(0)
+        self.buf.copy_(self.hosts[0])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
@@ -83,13 +89,23 @@ class DecodeGraphs:
         h[4 * bmax + start * self.width : 4 * bmax + bmax * self.width : self.width] = scratch
 
     def run(
-        self, tokens: list[int], positions: list[int], slots: list[int], tables: list[list[int]]
+        self,
+        tokens: list[int] | torch.Tensor,
+        positions: list[int],
+        slots: list[int],
+        tables: list[list[int]],
     ) -> torch.Tensor:
-        """Logits (n, V) of one decode step for n rows (n <= the largest captured size)."""
-        n = len(tokens)
+        """Logits (n, V) of one decode step for n rows (n <= the largest captured size). `tokens` may be a
+        device tensor (the previous step's samples, not yet on the host)."""
+        n = len(positions)
         b = next(s for s in self.sizes if s >= n)
-        h, bmax, w = self.host_np, self.bmax, self.width
-        h[:n] = tokens
+        self.turn ^= 1
+        self.copied[self.turn].synchronize()  # the copy out of this buffer, two steps ago, is done
+        self.host = self.hosts[self.turn]
+        self.host_np = h = self.host.numpy()
+        bmax, w = self.bmax, self.width
+        if not isinstance(tokens, torch.Tensor):
+            h[:n] = tokens
         h[bmax : bmax + n] = positions
         h[2 * bmax : 2 * bmax + n] = slots
         h[3 * bmax : 3 * bmax + n] = np.asarray(positions) + 1
@@ -101,5 +117,8 @@ class DecodeGraphs:
         self._pad(n)
         used = 4 * bmax + b * w
         self.buf[:used].copy_(self.host[:used], non_blocking=True)
+        self.copied[self.turn].record()
+        if isinstance(tokens, torch.Tensor):
+            self.tokens[:n].copy_(tokens)
         self.graphs[b].replay()
         return self.runner.logits(self.outputs[b][:n])

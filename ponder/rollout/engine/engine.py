@@ -29,9 +29,30 @@ from ponder.rollout.engine.block_manager import BlockManager
 from ponder.rollout.engine.cuda_graphs import DecodeGraphs, fingerprint
 from ponder.rollout.engine.kv_cache import KVCache
 from ponder.rollout.engine.model import AttnMeta, PagedLlama
-from ponder.rollout.engine.sampler import sample
+from ponder.rollout.engine.sampler import sample, sample_tensors
 from ponder.rollout.engine.scheduler import Scheduler, Step
 from ponder.rollout.engine.sequence import Sequence
+
+
+class _InFlight:
+    """A launched decode step: its sequences, sampled tokens (on the device) and their host copies."""
+
+    def __init__(self, seqs: list[Sequence], tokens: torch.Tensor, logps: torch.Tensor) -> None:
+        self.seqs, self.tokens = seqs, tokens
+        if tokens.is_cuda:
+            self.tokens_host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self.logps_host = torch.empty(logps.shape, dtype=logps.dtype, pin_memory=True)
+            self.tokens_host.copy_(tokens, non_blocking=True)
+            self.logps_host.copy_(logps, non_blocking=True)
+            self.event: torch.cuda.Event | None = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.tokens_host, self.logps_host, self.event = tokens, logps, None
+
+    def results(self) -> tuple[list[int], list[float]]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.tokens_host.tolist(), self.logps_host.tolist()
 
 
 @dataclass
@@ -60,6 +81,7 @@ class Engine:
         attention: str = "auto",
         cuda_graphs: bool = True,
         autocast: torch.dtype | None = None,
+        overlap: bool | str = "auto",
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
@@ -68,9 +90,8 @@ class Engine:
         self.attention = attention  # "auto": the Triton kernel on CUDA when importable, SDPA otherwise
         self.cuda_graphs = cuda_graphs  # decode steps replayed from CUDA graphs (Triton path on CUDA only)
         self.graphs: DecodeGraphs | None = None
-        self.autocast = (
-            autocast  # run (and cache K/V) in this dtype under torch.autocast, as the trainer does
-        )
+        self.autocast = autocast  # run (and cache K/V) in this dtype under torch.autocast, like the trainer
+        self.overlap = overlap  # overlapped decode ("auto": on CUDA), see `_run`
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
@@ -136,8 +157,7 @@ class Engine:
         for group in _groups(seqs, self.max_batch):
             sched.add(group)
         try:
-            while not sched.done():
-                self._step(sched, sched.schedule(), cache, sampling)
+            self._run(sched, cache, sampling)
         finally:  # an exception mid-run must not leak blocks into the next call
             for seq in seqs:
                 if seq.block_table:
@@ -146,6 +166,81 @@ class Engine:
         self.stats.preemptions = sched.preemptions
         self.stats.cached_tokens = sched.cached_tokens
         return [self._output(s) for s in seqs]
+
+    def _run(self, sched: Scheduler, cache: KVCache, sampling: SamplingConfig) -> None:
+        """Schedule and run steps until every sequence is done.
+
+        Overlapped decode (`overlap`): while step t runs on the GPU, the host applies step t-1's tokens.
+        Step t+1 is launched before step t's tokens reach the host: its input tokens are step t's sampled
+        tokens, still on the device, and every sequence of step t is assumed to go on. A sequence that
+        stopped at step t (stop id, stop string) thus computes one extra token, which is dropped."""
+        pending: _InFlight | None = None
+        while pending is not None or not sched.done():
+            if pending is not None:
+                nxt = sched.lookahead(pending.seqs)
+                launched = self._launch(cache, nxt, sampling, pending) if nxt else None
+                tokens, logps = pending.results()
+                live = [i for i, s in enumerate(pending.seqs) if not s.done]
+                sched.on_decoded(
+                    [pending.seqs[i] for i in live], [tokens[i] for i in live], [logps[i] for i in live]
+                )
+                pending = launched
+                continue
+            step = sched.schedule()
+            if self._overlap(cache) and step.decode and not step.prefill:
+                pending = self._launch(cache, step.decode, sampling, None)
+            else:
+                self._step(sched, step, cache, sampling)
+
+    def _overlap(self, cache: KVCache) -> bool:
+        if self.overlap == "auto":
+            return cache.device.type == "cuda"
+        return bool(self.overlap)
+
+    def _launch(
+        self, cache: KVCache, seqs: list[Sequence], sampling: SamplingConfig, prev: _InFlight | None
+    ) -> _InFlight:
+        """Enqueue one decode step and its sampling; the results are read later (`_InFlight.results`).
+
+        Without `prev` each sequence feeds its last token; with `prev` (speculated), it feeds the token
+        `prev` sampled for it, one position further."""
+        offset = 0 if prev is None else 1
+        if prev is None:
+            tokens_in: list[int] | torch.Tensor = [s.tokens[-1] for s in seqs]
+        else:
+            row = {id(s): i for i, s in enumerate(prev.seqs)}
+            idx = torch.tensor([row[id(s)] for s in seqs], device=prev.tokens.device)
+            tokens_in = prev.tokens.index_select(0, idx)
+        logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
+        logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
+        tokens_B, logps_B = sample_tensors(
+            logits_BV, [s.generator for s in seqs], sampling, [s.num_generated + offset for s in seqs]
+        )
+        self.stats.decode_steps += 1
+        self.stats.decode_tokens += len(seqs)
+        return _InFlight(seqs, tokens_B, logps_B)
+
+    def _decode_forward(
+        self, cache: KVCache, seqs: list[Sequence], offset: int, tokens: list[int] | torch.Tensor
+    ) -> torch.Tensor:
+        """Logits of one decode step: sequence s feeds `tokens[i]` at position len(s) - 1 + offset."""
+        bs = self.blocks.block_size
+        positions = [len(s) - 1 + offset for s in seqs]
+        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=True)]
+        graphs = self._graphs(cache)
+        if graphs is not None and len(seqs) <= graphs.bmax:
+            return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
+        dev = cache.device
+        block_q = 0
+        if self._kernel(cache) == "triton":
+            from ponder.rollout.engine.triton_kernels import block_q_for
+
+            block_q = block_q_for(self.runner.num_heads, self.runner.num_kv_heads, decode=True)
+        ctx = [p + 1 for p in positions]
+        meta = AttnMeta.build([1] * len(seqs), ctx, [s.block_table for s in seqs], dev, block_q)
+        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
+        tokens_N = tokens.to(dev, torch.long) if isinstance(tokens, torch.Tensor) else as_tensor(tokens)
+        return self.runner.forward(cache, tokens_N, as_tensor(positions), as_tensor(slots), meta)
 
     def _step(self, sched: Scheduler, step: Step, cache: KVCache, sampling: SamplingConfig) -> None:
         if step.prefill:
@@ -181,13 +276,13 @@ class Engine:
             sched.on_decoded(step.decode, tokens, logps)
 
     def _no_early_stop(
-        self, logits_SV: torch.Tensor, seqs: list[Sequence], sampling: SamplingConfig
+        self, logits_SV: torch.Tensor, seqs: list[Sequence], sampling: SamplingConfig, offset: int = 0
     ) -> torch.Tensor:
         """Rows of sequences shorter than `min_new_tokens` cannot sample a stop id (as transformers does;
         their log-probs are then under the masked distribution)."""
         if sampling.min_new_tokens <= 0 or not self.stop_ids:
             return logits_SV
-        early = [i for i, s in enumerate(seqs) if s.num_generated < sampling.min_new_tokens]
+        early = [i for i, s in enumerate(seqs) if s.num_generated + offset < sampling.min_new_tokens]
         if not early:
             return logits_SV
         rows = torch.tensor(early, device=logits_SV.device)[:, None]

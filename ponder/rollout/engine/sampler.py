@@ -42,19 +42,24 @@ def sample(
 ) -> tuple[list[int], list[float]]:
     """One token per row and its log-prob; row b draws only from `generators[b]` (on CUDA: from its seed
     and `steps[b]`, the number of tokens the sequence has generated so far)."""
+    tokens_B, logps_B = sample_tensors(logits_BV, generators, sampling, steps)
+    return tokens_B.tolist(), logps_B.tolist()
+
+
+def sample_tensors(
+    logits_BV: torch.Tensor,
+    generators: list[torch.Generator],
+    sampling: SamplingConfig,
+    steps: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample`, leaving tokens (int64) and log-probs (float32) on the logits' device (no host sync on
+    CUDA)."""
+    if logits_BV.is_cuda and _has_triton() and (sampling.temperature == 0 or steps is not None):
+        return _sample_cuda(logits_BV, generators, sampling, steps)
     logits_BV = logits_BV.float()
     if sampling.temperature == 0:
         tokens_B = logits_BV.argmax(-1)
         logp_BV = logits_BV.log_softmax(-1)
-    elif logits_BV.is_cuda and steps is not None and _has_triton():
-        from ponder.rollout.engine.triton_kernels import gumbel_sample, sample_keys
-
-        scaled_BV = logits_BV / sampling.temperature
-        logp_BV = scaled_BV.log_softmax(-1)
-        if sampling.top_k > 0 or sampling.top_p < 1.0:
-            scaled_BV = truncate(scaled_BV, sampling.top_k, sampling.top_p)
-        keys = sample_keys([g.initial_seed() for g in generators], steps, logits_BV.device)
-        tokens_B = gumbel_sample(scaled_BV, keys, 1.0)
     else:
         scaled_BV = logits_BV / sampling.temperature
         logp_BV = scaled_BV.log_softmax(-1)
@@ -66,7 +71,29 @@ def sample(
             [torch.multinomial(probs_BV[b], 1, generator=g)[0] for b, g in enumerate(generators)]
         ).to(logits_BV.device)
     logps_B = logp_BV.gather(-1, tokens_B[:, None])[:, 0]
-    return tokens_B.tolist(), logps_B.tolist()
+    return tokens_B, logps_B
+
+
+def _sample_cuda(
+    logits_BV: torch.Tensor,
+    generators: list[torch.Generator],
+    sampling: SamplingConfig,
+    steps: list[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CUDA path: one fused pass (`triton_kernels.fused_sample`) unless top-k / top-p truncate."""
+    from ponder.rollout.engine.triton_kernels import fused_sample, gumbel_sample, sample_keys
+
+    if sampling.temperature == 0:
+        tokens_B, logps_B = fused_sample(logits_BV, None, 1.0)
+    else:
+        keys = sample_keys([g.initial_seed() for g in generators], steps, logits_BV.device)
+        if sampling.top_k > 0 or sampling.top_p < 1.0:
+            scaled_BV = logits_BV.float() / sampling.temperature
+            tokens_B = gumbel_sample(truncate(scaled_BV, sampling.top_k, sampling.top_p), keys, 1.0)
+            logps_B = scaled_BV.log_softmax(-1).gather(-1, tokens_B[:, None])[:, 0]
+        else:
+            tokens_B, logps_B = fused_sample(logits_BV, keys, sampling.temperature)
+    return tokens_B, logps_B
 
 
 def _has_triton() -> bool:

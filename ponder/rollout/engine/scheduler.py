@@ -140,6 +140,24 @@ class Scheduler:
             i += 1
         return preempted
 
+    def lookahead(self, seqs: list[Sequence]) -> list[Sequence] | None:
+        """The sequences of an in-flight decode step that go on into the next one, each given a slot for
+        the token after the in-flight one; None when the next step must not be speculated (a prompt is
+        being prefilled, a waiting group could be admitted, or a block is missing): the caller then
+        applies the in-flight results first and schedules normally."""
+        if self.prefilling or (self.waiting and len(self.running) < self.max_batch):
+            return None
+        bs = self.blocks.block_size
+        nxt = [
+            s for s in seqs if not s.done and s.num_generated + 1 < (s.max_new_tokens or self.max_new_tokens)
+        ]
+        short = [s for s in nxt if len(s.block_table) < blocks_for(len(s) + 1, bs)]
+        if len(short) > self.blocks.num_free:
+            return None
+        for s in short:
+            s.block_table += self.blocks.allocate(1)
+        return nxt
+
     def _preempt(self, group: list[Sequence]) -> None:
         for seq in group:
             self.blocks.release(seq.block_table)

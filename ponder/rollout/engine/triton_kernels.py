@@ -213,27 +213,85 @@ def _row_key(seed_lo, seed_hi, step):
 
 
 @triton.jit
-def _gumbel_kernel(logits_ptr, keys_ptr, tokens_ptr, stride, V, inv_t, BLOCK: tl.constexpr):
+def _sample_kernel(
+    logits_ptr,
+    keys_ptr,
+    best_ptr,
+    best_i_ptr,
+    m_ptr,
+    l_ptr,
+    stride,
+    V,
+    CHUNK,
+    NCHUNK,
+    inv_t,
+    NOISE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """One (row, vocabulary chunk): the chunk's best noisy score and its index, and its max / sum of
+    exp(x - max) of the scaled logits x (for the row's log-sum-exp)."""
     b = tl.program_id(0)
+    c = tl.program_id(1)
     seed_lo = tl.load(keys_ptr + 3 * b).to(tl.uint32)
     seed_hi = tl.load(keys_ptr + 3 * b + 1).to(tl.uint32)
     step = tl.load(keys_ptr + 3 * b + 2).to(tl.uint32)
     key = _row_key(seed_lo, seed_hi, step)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK], tl.int32)
-    for start in range(0, V, BLOCK):
+    m = tl.full([BLOCK], float("-inf"), tl.float32)
+    lsum = tl.zeros([BLOCK], tl.float32)
+    lo = c * CHUNK
+    hi = tl.minimum(lo + CHUNK, V)
+    for start in range(lo, hi, BLOCK):
         v = start + tl.arange(0, BLOCK)
-        ok = v < V
+        ok = v < hi
         x = tl.load(logits_ptr + b * stride + v, mask=ok, other=float("-inf")).to(tl.float32) * inv_t
-        u = (_hash32(key ^ _hash32(v.to(tl.uint32))) >> 8).to(tl.float32) * (1.0 / 16777216.0)
-        u = u + 0.5 / 16777216.0
-        s = tl.where(ok, x - tl.log(-tl.log(u)), float("-inf"))
+        if NOISE:
+            u = (_hash32(key ^ _hash32(v.to(tl.uint32))) >> 8).to(tl.float32) * (1.0 / 16777216.0)
+            u = u + 0.5 / 16777216.0
+            s = tl.where(ok, x - tl.log(-tl.log(u)), float("-inf"))
+        else:
+            s = x
         better = s > best
         best = tl.where(better, s, best)
         best_i = tl.where(better, v, best_i)
-    m = tl.max(best, 0)
-    tok = tl.min(tl.where(best == m, best_i, 2147483647), 0)
-    tl.store(tokens_ptr + b, tok)
+        m_new = tl.maximum(m, x)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        lsum = lsum * tl.exp(m - m_safe) + tl.exp(x - m_safe)
+        m = m_new
+    top = tl.max(best, 0)
+    tl.store(best_ptr + b * NCHUNK + c, top)
+    tl.store(best_i_ptr + b * NCHUNK + c, tl.min(tl.where(best == top, best_i, 2147483647), 0))
+    mm = tl.max(m, 0)
+    mm_safe = tl.where(mm == float("-inf"), 0.0, mm)
+    tl.store(m_ptr + b * NCHUNK + c, mm)
+    tl.store(l_ptr + b * NCHUNK + c, tl.sum(lsum * tl.exp(m - mm_safe), 0))
+
+
+def fused_sample(
+    logits_BV: torch.Tensor, keys_B3: torch.Tensor | None, temperature: float, chunks: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, log-probs) in one pass over the logits: tokens = argmax(logits / T + Gumbel noise(keys))
+    (plain argmax when `keys` is None: greedy), log-probs under log_softmax(logits / T) (T = 1 greedy).
+    Each row is split over `chunks` programs; a small torch reduction joins them."""
+    b, v = logits_BV.shape
+    dev = logits_BV.device
+    chunk = triton.cdiv(triton.cdiv(v, chunks), 1024) * 1024
+    n = triton.cdiv(v, chunk)
+    best = torch.empty(b, n, dtype=torch.float32, device=dev)
+    best_i = torch.empty(b, n, dtype=torch.int32, device=dev)
+    m = torch.empty(b, n, dtype=torch.float32, device=dev)
+    lsum = torch.empty(b, n, dtype=torch.float32, device=dev)
+    inv_t = 1.0 / temperature if keys_B3 is not None else 1.0
+    keys = keys_B3 if keys_B3 is not None else torch.zeros(b, 3, dtype=torch.int64, device=dev)
+    _sample_kernel[(b, n)](
+        logits_BV, keys, best, best_i, m, lsum, logits_BV.stride(0), v, chunk, n, inv_t,
+        NOISE=keys_B3 is not None, BLOCK=1024,
+    )  # fmt: skip
+    tokens_B = best_i.gather(1, best.argmax(1, keepdim=True))[:, 0].long()
+    lse_B = torch.logsumexp(m + lsum.log(), dim=1)
+    logps_B = logits_BV.gather(1, tokens_B[:, None])[:, 0].float() * inv_t - lse_B
+    return tokens_B, logps_B
 
 
 def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> torch.Tensor:
@@ -244,10 +302,7 @@ def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> tor
 
 def gumbel_sample(logits_BV: torch.Tensor, keys_B3: torch.Tensor, temperature: float) -> torch.Tensor:
     """One token per row from softmax(logits / T) (logits may hold -inf for truncated entries)."""
-    b, v = logits_BV.shape
-    tokens_B = torch.empty(b, dtype=torch.int32, device=logits_BV.device)
-    _gumbel_kernel[(b,)](logits_BV, keys_B3, tokens_B, logits_BV.stride(0), v, 1.0 / temperature, BLOCK=1024)
-    return tokens_B.long()
+    return fused_sample(logits_BV, keys_B3, temperature)[0]
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
