@@ -53,6 +53,18 @@ def check(dtype, shape_kw, label):
             next((i for i, (a, b) in enumerate(zip(o.token_ids, r.token_ids, strict=False)) if a != b), None)
             for o, r in zip(out, ref, strict=True)
         ]
+        # rows that finish at different steps, and a cache small enough to preempt: still identical
+        limits = [5, 48, 17, 30, 2, 48]
+        small = Engine(model, tok, num_blocks=40, block_size=16, max_batch=8, cuda_graphs=graphs)
+        small.stop_ids = set()
+        for _ in range(2):  # twice: the second call reuses the prefix cache and the captured graphs
+            cut = small.generate(prompts, greedy, seed=0, max_new_tokens=limits)
+            same_cut = sum(o.token_ids == r.token_ids[:n] for o, r, n in zip(cut, ref, limits, strict=True))
+        print(
+            f"[{label} graphs={graphs}] mixed lengths, {small.stats.preemptions} preemptions: "
+            f"{same_cut}/{len(prompts)} identical",
+            flush=True,
+        )
         sampled = eng.generate(prompts, SamplingConfig(temperature=1.0, max_new_tokens=48), seed=1)
         gaps = [
             (torch.tensor(o.logprobs, device="cuda") - trainer_logprobs(model, p, o.token_ids, 1.0))

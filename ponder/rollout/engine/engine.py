@@ -90,6 +90,7 @@ class Engine:
         self.attention = attention  # "auto": the Triton kernel on CUDA when importable, SDPA otherwise
         self.cuda_graphs = cuda_graphs  # decode steps replayed from CUDA graphs (Triton path on CUDA only)
         self.graphs: DecodeGraphs | None = None
+        self._call_graphs: DecodeGraphs | None = None  # the graphs valid for the running `generate` call
         self.autocast = autocast  # run (and cache K/V) in this dtype under torch.autocast, like the trainer
         self.overlap = overlap  # overlapped decode ("auto": on CUDA), see `_run`
         if max_prefill_tokens <= 0:
@@ -156,6 +157,8 @@ class Engine:
         )
         for group in _groups(seqs, self.max_batch):
             sched.add(group)
+        # weights cannot change during a call: check the graphs against them once per call, not per step
+        self._call_graphs = self._graphs(cache)
         try:
             self._run(sched, cache, sampling)
         finally:  # an exception mid-run must not leak blocks into the next call
@@ -227,7 +230,7 @@ class Engine:
         bs = self.blocks.block_size
         positions = [len(s) - 1 + offset for s in seqs]
         slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=True)]
-        graphs = self._graphs(cache)
+        graphs = self._call_graphs
         if graphs is not None and len(seqs) <= graphs.bmax:
             return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
         dev = cache.device
@@ -301,7 +304,7 @@ class Engine:
             positions += pos
             slots += [s.block_table[p // bs] * bs + p % bs for p in pos]
         q_lens = [len(s) - s.num_cached for s in seqs]
-        graphs = self._graphs(cache)
+        graphs = self._call_graphs
         if graphs is not None and len(tokens) == len(seqs) and len(seqs) <= graphs.bmax:  # a decode step
             return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
         dev = cache.device
