@@ -151,20 +151,51 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """The generation backend: `hf` (transformers `generate()`) or `ponder` (the paged-KV engine with
-    continuous batching and shared group prompts; Llama-family models; CPU-tested, GPU kernels to come).
-    `max_batch` sequences at once; the engine's KV cache holds `num_blocks` blocks of `block_size` tokens.
+    """The generation backend. `ponder` (default): ponder's own engine (`ponder/rollout/engine/`), a paged KV
+    cache with continuous batching; the samples of a GRPO group share their prompt's KV blocks and
+    `prefix_cache` shares common prompt prefixes (chat template, system prompt) across prompts and calls
+    until the weights change; prompts are prefilled in chunks of at most `max_prefill_tokens` tokens while
+    other sequences decode; on a GPU, Triton paged attention and CUDA-graph decode steps (`attention`,
+    `cuda_graphs`). It reads the trainer's weights in place and runs in `model.autocast`, like the trainer's
+    forward. Llama-family models (Llama, SmolLM2, Qwen2/3). `hf`: transformers `generate()`, any model.
+    `vllm`: an in-process vLLM (needs `pip install vllm`, a GPU; `gpu_memory_utilization` is its share).
+
+    `max_batch` sequences run at once (all backends). The engine's KV cache holds `num_blocks` blocks of
+    `block_size` tokens; `num_blocks = 0` (default) sizes it when the trainer starts (`kv_blocks`) for
+    `max_batch` sequences (fewer if a step or the evaluation has fewer) of the longest of the run's first
+    prompts plus `max_new_tokens`. A smaller cache still works: the engine then preempts and recomputes.
     """
 
-    backend: str = "hf"
+    backend: str = "ponder"
     max_batch: int = 64
-    num_blocks: int = 512
+    num_blocks: int = 0
     block_size: int = 16
+    prefix_cache: bool = True
+    max_prefill_tokens: int = 8192
+    attention: str = "auto"
+    cuda_graphs: bool = True
+    gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
-        _choice("rollout.backend", self.backend, ("hf", "ponder"))
-        for key in ("max_batch", "num_blocks", "block_size"):
+        _choice("rollout.backend", self.backend, ("hf", "ponder", "vllm"))
+        _choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
+        for key in ("max_batch", "block_size", "max_prefill_tokens"):
             _positive(f"rollout.{key}", getattr(self, key))
+        _positive("rollout.num_blocks", self.num_blocks, allow_zero=True)  # 0 = sized automatically
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"rollout.gpu_memory_utilization = {self.gpu_memory_utilization!r} is not allowed; "
+                "it must be in (0, 1]"
+            )
+
+    def kv_blocks(self, sequences: int, tokens_per_sequence: int) -> int:
+        """`num_blocks`, or when it is 0 enough blocks for min(`max_batch`, `sequences`) sequences of
+        `tokens_per_sequence` tokens each, with no sharing counted (groups and prefixes share blocks, which
+        leaves room for prompts longer than the ones measured)."""
+        if self.num_blocks:
+            return self.num_blocks
+        per_sequence = -(-tokens_per_sequence // self.block_size)
+        return min(self.max_batch, sequences) * per_sequence
 
 
 @dataclass(frozen=True)

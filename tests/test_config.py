@@ -56,11 +56,34 @@ def test_bad_choice_names_key_value_and_allowed_on_cpu():
         ("--sampling.stop=[1]", "sampling.stop[0] = 1"),
         ("--sampling.stop=x", "sampling.stop = 'x'"),
         ("--sampling.min_new_tokens=999", "sampling.min_new_tokens = 999"),
+        ("--rollout.num_blocks=-1", "rollout.num_blocks = -1"),
+        ("--rollout.max_prefill_tokens=0", "rollout.max_prefill_tokens = 0"),
+        ("--rollout.attention=flash", "rollout.attention = 'flash'"),
+        ("--rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization = 1.5"),
     ],
 )
 def test_bad_values_on_cpu(override, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_config(None, [override])
+
+
+def test_default_rollout_backend_is_the_engine_on_cpu():
+    assert Config().rollout.backend == "ponder"
+    assert load_config(None, ["--rollout.backend=vllm"]).rollout.backend == "vllm"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["--rollout.backend=sglang"])
+    msg = str(err.value)
+    assert "rollout.backend" in msg and "'sglang'" in msg
+    assert all(f"'{b}'" in msg for b in ("hf", "ponder", "vllm"))
+
+
+def test_kv_blocks_hold_the_batch_unless_set_on_cpu():
+    auto = load_config(None, ["--rollout.max_batch=8", "--rollout.block_size=16"]).rollout
+    assert auto.num_blocks == 0
+    assert auto.kv_blocks(sequences=32, tokens_per_sequence=100) == 8 * 7  # max_batch x ceil(100 / 16)
+    assert auto.kv_blocks(sequences=3, tokens_per_sequence=96) == 3 * 6  # fewer sequences than max_batch
+    fixed = load_config(None, ["--rollout.num_blocks=40"]).rollout
+    assert fixed.kv_blocks(sequences=32, tokens_per_sequence=100) == 40
 
 
 def test_stop_strings_parse_on_cpu():

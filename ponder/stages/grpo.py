@@ -20,6 +20,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,11 @@ from ponder.config import Config, dump_toml
 from ponder.data.tasks import Item, build_task
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
-from ponder.model import copy_for_reference, load_model, pick_device
+from ponder.model import copy_for_reference, load_model, pick_device, save_checkpoint
 from ponder.rewards import score_all
 from ponder.rollout import Completion, Generator, HFGenerator
 from ponder.rollout.engine import Engine
+from ponder.rollout.vllm import VLLMGenerator, _vllm
 from ponder.train import checkpoint
 from ponder.train.dist import current_ranks, reduce_mean, shard_count, sum_counts, sum_gradients
 from ponder.train.metrics import JsonlWriter, StepProgress, truncate_jsonl
@@ -401,10 +403,40 @@ class GRPOTrainer:
         )
 
     def _generator(self) -> Generator:
+        """The `rollout.backend` generator over the policy's live weights (see `RolloutConfig`)."""
         r = self.cfg.rollout
-        if r.backend == "ponder":
-            return Engine(self.model, self.tokenizer, r.num_blocks, r.block_size, r.max_batch)
-        return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
+        if r.backend == "hf":
+            return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
+        if r.backend == "vllm":
+            _vllm()  # its clear ImportError (pip install vllm) before a checkpoint is written for nothing
+            # vLLM builds its model from an HF directory; later weight changes are pushed in memory.
+            path = self.run_dir / f"vllm-init-rank{self.ranks.rank}"
+            save_checkpoint(self.model, self.tokenizer, path)
+            return VLLMGenerator(
+                self.model, self.tokenizer, str(path), gpu_memory_utilization=r.gpu_memory_utilization
+            )
+        num_blocks = r.num_blocks
+        if not num_blocks:  # sized from the prompts the run starts with: its first steps' and the eval's
+            ev, task = self.cfg.eval, build_task(self.cfg.task.name, **self.cfg.task.args)
+            eval_task = build_task(ev.task, **ev.args) if ev.task else task
+            items = [*islice(task.items(self.cfg.run.seed), 256), *islice(eval_task.items(ev.seed), ev.size)]
+            longest = max(len(self._encode(item)) for item in items)
+            per_step = shard_count(self.cfg.grpo.prompts_per_step, self.ranks) * self.cfg.grpo.group_size
+            per_eval = ev.size * (ev.samples if ev.temperature > 0 else 1)
+            new_tokens = max(self.cfg.sampling.max_new_tokens, ev.max_new_tokens if ev.size else 0)
+            num_blocks = r.kv_blocks(max(per_step, per_eval), longest + new_tokens)
+        return Engine(
+            self.model,
+            self.tokenizer,
+            num_blocks=num_blocks,
+            block_size=r.block_size,
+            max_batch=r.max_batch,
+            prefix_cache=r.prefix_cache,
+            max_prefill_tokens=r.max_prefill_tokens,
+            attention=r.attention,
+            cuda_graphs=r.cuda_graphs,
+            autocast=self.autocast,  # sample in the precision the trainer's forward runs in
+        )
 
     def _reference(self, resume_from: Path | None) -> torch.nn.Module:
         """The frozen KL reference: the starting model, or (resuming) the one the checkpoint stored."""
