@@ -1,6 +1,6 @@
 """Where the host's time goes in a decode-heavy engine run (cProfile), Qwen2.5-0.5B shape, 256 x 400 tokens.
 
-    python benchmarks/profile_host.py
+python benchmarks/profile_host.py
 """
 
 import cProfile
