@@ -200,12 +200,6 @@ def test_default_backend_is_the_engine_in_the_trainers_precision(tmp_path):
     assert isinstance(hf, HFGenerator)
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="engine bug (rollout/engine/model.py): under CPU autocast the K/V written to the bf16 cache are "
-    "float32 (RoPE with float32 cos/sin) and KVCache.write does not cast; remove this mark once fixed",
-)
 def test_engine_samples_under_the_trainers_bf16_autocast(tmp_path):
     trainer = GRPOTrainer(_cfg(tmp_path, "--model.autocast=bfloat16", "--run.save_every=0"), tmp_path)
     trainer.train_step()

@@ -34,8 +34,9 @@ class KVCache:
 
     def write(self, layer: int, slots_N: torch.Tensor, k_NKD: torch.Tensor, v_NKD: torch.Tensor) -> None:
         """Store the K/V of N new tokens at flat slots (block * block_size + offset)."""
-        self.k[layer].view(-1, *k_NKD.shape[1:])[slots_N] = k_NKD
-        self.v[layer].view(-1, *v_NKD.shape[1:])[slots_N] = v_NKD
+        # under autocast K/V may arrive in float32 (RoPE tables follow the residual stream's dtype)
+        self.k[layer].view(-1, *k_NKD.shape[1:])[slots_N] = k_NKD.to(self.dtype)
+        self.v[layer].view(-1, *v_NKD.shape[1:])[slots_N] = v_NKD.to(self.dtype)
 
     def copy_block(self, src: int, dst: int) -> None:
         """Copy one block's K/V in every layer (a forked sample's private partial block)."""

@@ -240,7 +240,7 @@ class PagedLlama:
                 scale,
             )
         else:
-            o_NHD = paged_attention(q, cache.k[i], cache.v[i], meta, scale)
+            o_NHD = paged_attention(q.to(cache.dtype), cache.k[i], cache.v[i], meta, scale)
         return attn.o_proj(o_NHD.reshape(n, self.num_heads * self.head_dim))
 
 
