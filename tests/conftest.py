@@ -17,7 +17,9 @@ def _patch_triton_interpreter_for_numpy_2_4() -> None:
         import triton.runtime.interpreter as interp
     except ImportError:
         return
-    patch = interp._patch_lang_tensor
+    patch = getattr(interp, "_patch_lang_tensor", None)
+    if patch is None:  # another Triton version: nothing to adapt
+        return
 
     def patched(tensor, scope):
         patch(tensor, scope)
