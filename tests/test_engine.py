@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from ponder.config import SamplingConfig
 from ponder.model import load_model
@@ -153,19 +162,24 @@ def test_weight_update_is_visible(tiny):
     assert [o.token_ids for o in after] == [_hf_greedy(model, tok, p).token_ids for p in prompts]
 
 
+_COMMON = dict(
+    vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, eos_token_id=3,
+    pad_token_id=0,
+)  # fmt: skip
+
+
 def _family(name: str):
-    common = dict(
-        vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, eos_token_id=3,
-        pad_token_id=0,
-    )  # fmt: skip
+    common = _COMMON
     if name == "qwen2":  # q/k/v biases, untied lm_head
         return Qwen2ForCausalLM(Qwen2Config(**common, rope_theta=1e6))
+    if name == "mistral":  # no sliding window (Mistral >= v0.2)
+        return MistralForCausalLM(MistralConfig(**common, sliding_window=None))
     return Qwen3ForCausalLM(Qwen3Config(**common, head_dim=32))  # q/k norm, head_dim != hidden / heads
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "triton"])  # triton: the GPU kernels, interpreted on CPU
-@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
 def test_other_families_match_hf(family, attention):
     _, tok = load_model("tiny")
     torch.manual_seed(0)
@@ -204,3 +218,15 @@ def test_stop_strings_and_min_new_tokens_match_hf(tiny):
     hf = _hf_greedy(model, tok, prompts[0], sampling)
     assert eng.token_ids == hf.token_ids
     assert len(eng.token_ids) > 5 and eos not in eng.token_ids[:5]
+
+
+def test_unsupported_architectures_are_named():
+    from ponder.rollout.engine.model import unsupported_reason
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=260))
+    assert "gpt2" in unsupported_reason(gpt2)
+    with pytest.raises(ValueError, match="gpt2"):
+        Engine(gpt2, load_model("tiny")[1])
+    windowed = MistralForCausalLM(MistralConfig(**_COMMON, sliding_window=16))
+    assert "sliding-window" in unsupported_reason(windowed)
+    assert unsupported_reason(_family("qwen3")) is None

@@ -239,3 +239,19 @@ def test_vllm_backend_loads_an_hf_checkpoint_of_the_policy(tmp_path, monkeypatch
     assert Path(built[0]["model"]).parent == tmp_path
     for name, p in trainer.model.state_dict().items():
         torch.testing.assert_close(loaded[name], p)
+
+
+def test_unsupported_architecture_falls_back_to_transformers(tmp_path, monkeypatch):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import ponder.stages.grpo as grpo_stage
+    from ponder.model import load_model
+
+    def gpt2(name, dtype=None, device=None):
+        tok = load_model("tiny")[1]
+        cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tok), eos_token_id=tok.eos_token_id)
+        return GPT2LMHeadModel(cfg), tok
+
+    monkeypatch.setattr(grpo_stage, "load_model", gpt2)
+    trainer = GRPOTrainer(_cfg(tmp_path, "--grpo.beta=0.0"), tmp_path)
+    assert isinstance(trainer.generator, HFGenerator)  # the default backend, for a model it cannot run

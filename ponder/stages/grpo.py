@@ -36,6 +36,7 @@ from ponder.model import copy_for_reference, load_model, pick_device, save_check
 from ponder.rewards import score_all
 from ponder.rollout import Completion, Generator, HFGenerator
 from ponder.rollout.engine import Engine
+from ponder.rollout.engine.model import unsupported_reason
 from ponder.rollout.vllm import VLLMGenerator, _vllm
 from ponder.train import checkpoint
 from ponder.train.dist import current_ranks, reduce_mean, shard_count, sum_counts, sum_gradients
@@ -415,6 +416,10 @@ class GRPOTrainer:
             return VLLMGenerator(
                 self.model, self.tokenizer, str(path), gpu_memory_utilization=r.gpu_memory_utilization
             )
+        reason = unsupported_reason(self.model)
+        if reason is not None:  # other architectures: transformers generate, behind the same interface
+            print(f"rollout: {reason}; generating with transformers generate() instead", flush=True)
+            return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
         num_blocks = r.num_blocks
         if not num_blocks:  # sized from the prompts the run starts with: its first steps' and the eval's
             ev, task = self.cfg.eval, build_task(self.cfg.task.name, **self.cfg.task.args)

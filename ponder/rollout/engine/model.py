@@ -90,20 +90,35 @@ class AttnMeta:
         return meta
 
 
+SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")  # transformers `model_type`s this forward reproduces
+
+
+def unsupported_reason(hf_model: torch.nn.Module) -> str | None:
+    """Why the engine cannot run `hf_model` (then use transformers generate), or None when it can."""
+    cfg = getattr(hf_model, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED:
+        return f"model_type {kind!r} is not one of the engine's {SUPPORTED}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"the engine runs SwiGLU (hidden_act='silu') MLPs, not {cfg.hidden_act!r}"
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return f"sliding-window attention ({cfg.sliding_window}) is not implemented in the engine"
+    for attr in ("model", "lm_head"):
+        if not hasattr(hf_model, attr):
+            return f"{type(hf_model).__name__} has no .{attr}; expected a Llama-family CausalLM"
+    return None
+
+
 class PagedLlama:
     """Runs a transformers Llama-family `*ForCausalLM` over a `KVCache`; holds the module, not its tensors."""
 
     def __init__(self, hf_model: torch.nn.Module, attention: str = "sdpa") -> None:
         if attention not in ("sdpa", "triton"):
             raise ValueError(f"attention={attention!r}; expected 'sdpa' or 'triton'")
+        reason = unsupported_reason(hf_model)
+        if reason is not None:
+            raise ValueError(f"the rollout engine cannot run this model: {reason}")
         cfg = hf_model.config
-        if getattr(cfg, "hidden_act", "silu") != "silu":
-            raise ValueError(f"engine supports SwiGLU (hidden_act='silu') models, not {cfg.hidden_act!r}")
-        for attr in ("model", "lm_head"):
-            if not hasattr(hf_model, attr):
-                raise ValueError(
-                    f"{type(hf_model).__name__} has no .{attr}; expected a Llama-family CausalLM"
-                )
         self.hf = hf_model
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
