@@ -441,6 +441,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file not found: {path}") from None
 
 
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Validate a nested dict into the config dataclass `cls`; errors name the key as `prefix` + key."""
+    return _build(cls, data, prefix)
+
+
+def merge_tables(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
+    """`extra` merged into `base`; tables deeper than `depth` levels are replaced whole."""
+    return _merge(base, extra, depth)
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested dict (recipe + overrides) into a Config."""
     return _build(Config, data, "")

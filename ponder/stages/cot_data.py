@@ -1,0 +1,140 @@
+"""Cold-start data written by program: worked, self-checked chains of thought for the arithmetic task.
+
+R1's cold start is a few hundred to thousands of long, readable chains of thought. For ponder's built-in
+arithmetic task they can be written exactly, without a teacher: each operation is worked digit by digit
+(addition with carries, subtraction with borrows, multiplication split by place value), then checked by
+the inverse operation ("Wait, let me check: ..."), then answered. Every row's answer is the task's own
+reference answer, so the data is verified by construction.
+
+    [stages.cold_start_data]
+    kind = "cot_data"
+    task = { digits = 2, ops = "+" }   # ponder.data.tasks.Arithmetic arguments
+    count = 300
+
+Writes `data.jsonl` (prompt, response, answer, id, source) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from ponder.config import ConfigError
+from ponder.data.tasks import Arithmetic
+
+
+@dataclass(frozen=True)
+class CotDataConfig:
+    """`count` problems of the arithmetic task (`task`: its arguments), drawn with `seed`; `verify` adds the
+    inverse-operation check; `template` shapes the response from {reasoning} and {answer}."""
+
+    task: dict[str, Any] = field(default_factory=lambda: {"digits": 2, "ops": "+"})
+    count: int = 300
+    seed: int = 1234
+    verify: bool = True
+    template: str = "<think>{reasoning}</think>\n<answer>{answer}</answer>"
+
+    def __post_init__(self) -> None:
+        if self.count <= 0:
+            raise ConfigError(f"cot_data.count = {self.count!r} is not allowed; it must be positive")
+        for name in ("{reasoning}", "{answer}"):
+            if name not in self.template:
+                raise ConfigError(f"cot_data.template must contain {name}, got {self.template!r}")
+        try:
+            Arithmetic(**self.task)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"cot_data.task = {self.task!r}: {err}") from None
+
+
+def add_steps(a: int, b: int) -> list[str]:
+    """Column addition of two non-negative integers, one line per digit, with carries."""
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    lines, carry, digits = [], 0, []
+    for i in range(max(len(xs), len(ys))):
+        x, y = int(xs[i]) if i < len(xs) else 0, int(ys[i]) if i < len(ys) else 0
+        total = x + y + carry
+        extra = f" + {carry} (carry)" if carry else ""
+        place = ["ones", "tens", "hundreds", "thousands"][i] if i < 4 else f"10^{i}"
+        lines.append(
+            f"{place}: {x} + {y}{extra} = {total}, write {total % 10}" + (", carry 1" if total >= 10 else "")
+        )
+        digits.append(total % 10)
+        carry = total // 10
+    if carry:
+        lines.append(f"the last carry gives a leading {carry}")
+    return lines
+
+
+def _op_steps(a: int, op: str, b: int) -> tuple[list[str], int]:
+    if op == "+":
+        columns = add_steps(a, b) if a >= 0 and b >= 0 else []
+        return [*columns, f"So {a} + {b} = {a + b}."], a + b
+    if op == "-":
+        return [f"{a} - {b}: {b} + {a - b} = {a}, so {a} - {b} = {a - b}."], a - b
+    tens, ones = b - b % 10, b % 10
+    if tens == 0 or ones == 0 or b < 0:
+        return [f"{a} * {b} = {a * b}."], a * b
+    lines = [f"{a} * {b} = {a} * {tens} + {a} * {ones} = {a * tens} + {a * ones} = {a * b}."]
+    return lines, a * b
+
+
+def _check(a: int, op: str, b: int, result: int) -> str:
+    if op == "+":
+        return f"Wait, let me check: {result} - {b} = {result - b}, which is {a}. Correct."
+    if op == "-":
+        return f"Wait, let me check: {result} + {b} = {result + b}, which is {a}. Correct."
+    if b and result % b == 0:
+        return f"Wait, let me check: {result} / {b} = {result // b}, which is {a}. Correct."
+    return f"Wait, let me check: {b} * {a} = {b * a}. Correct."
+
+
+def worked_solution(expression: str, verify: bool = True) -> tuple[str, int]:
+    """(reasoning, value) for an expression like '47 + 38 * 2' evaluated with the usual precedence."""
+    tokens = expression.split()
+    numbers, ops = [int(t) for t in tokens[::2]], tokens[1::2]
+    lines: list[str] = []
+    # multiplications first (precedence), then left to right
+    while "*" in ops:
+        i = ops.index("*")
+        steps, value = _op_steps(numbers[i], "*", numbers[i + 1])
+        lines += steps + ([_check(numbers[i], "*", numbers[i + 1], value)] if verify else [])
+        numbers[i : i + 2] = [value]
+        del ops[i]
+    value = numbers[0]
+    for op, n in zip(ops, numbers[1:], strict=True):
+        steps, new = _op_steps(value, op, n)
+        lines += steps + ([_check(value, op, n, new)] if verify else [])
+        value = new
+    if len(tokens) > 3:
+        lines.append(f"So {expression} = {value}.")
+    return "\n".join(lines), value
+
+
+def run_cot_data(cfg: CotDataConfig, run_dir: Path) -> dict[str, Any]:
+    """Write `count` worked problems to run_dir/data.jsonl; returns (and writes) the summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    task = Arithmetic(**cfg.task)
+    rows = []
+    for item in islice(task.items(cfg.seed), cfg.count):
+        match = re.fullmatch(r"What is (.+)\?", item.prompt)
+        if match is None:
+            raise RuntimeError(f"unexpected arithmetic prompt {item.prompt!r}")
+        reasoning, value = worked_solution(match.group(1), cfg.verify)
+        if str(value) != item.ref.answer:  # the program and the task must agree
+            raise RuntimeError(f"{item.id}: worked value {value} != reference {item.ref.answer}")
+        response = cfg.template.format(reasoning=reasoning, answer=item.ref.answer)
+        rows.append({"id": item.id, "prompt": item.prompt, "response": response, "answer": item.ref.answer})
+    with (run_dir / "data.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "source": "cot_data"}) + "\n")
+    summary = {
+        "rows": len(rows),
+        "mean_response_chars": sum(len(r["response"]) for r in rows) / len(rows),
+        "task": task.describe() if hasattr(task, "describe") else str(cfg.task),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

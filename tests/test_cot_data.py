@@ -1,0 +1,53 @@
+"""Programmatic cold-start chains of thought: right answers, checked reasoning, the R1 format."""
+
+import json
+import random
+
+import pytest
+
+from ponder.config import ConfigError
+from ponder.rewards import score_all
+from ponder.stages.cot_data import CotDataConfig, run_cot_data, worked_solution
+
+
+def test_worked_solutions_reach_the_value_of_random_expressions():
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.randint(2, 4)
+        nums = [rng.randint(0, 999) for _ in range(n)]
+        ops = [rng.choice("+-*") for _ in range(n - 1)]
+        expr = str(nums[0]) + "".join(f" {o} {x}" for o, x in zip(ops, nums[1:], strict=True))
+        reasoning, value = worked_solution(expr)
+        assert value == eval(expr)  # noqa: S307 - digits and + - * only
+        assert "Wait, let me check" in reasoning
+
+
+def test_column_addition_shows_the_carries():
+    reasoning, value = worked_solution("47 + 38")
+    assert value == 85
+    assert "7 + 8 = 15, write 5, carry 1" in reasoning and "4 + 3 + 1 (carry) = 8" in reasoning
+
+
+def test_stage_writes_verified_r1_format_rows(tmp_path):
+    summary = run_cot_data(CotDataConfig(task={"digits": 2, "ops": "+*"}, count=50), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines()]
+    assert summary["rows"] == len(rows) == 50
+    from ponder.data.tasks import Arithmetic, Reference
+
+    for r in rows:
+        assert r["response"].startswith("<think>") and r["response"].endswith(
+            f"<answer>{r['answer']}</answer>"
+        )
+    checker = Arithmetic().checker
+    weights = {"accuracy": 1.0, "format": 1.0}
+    scores = [score_all(r["response"], Reference(r["answer"], checker), weights) for r in rows]
+    assert all(s["accuracy"] == 1.0 and s["format"] == 1.0 for s in scores)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ConfigError, match="count"):
+        CotDataConfig(count=0)
+    with pytest.raises(ConfigError, match="template"):
+        CotDataConfig(template="{reasoning}")
+    with pytest.raises(ConfigError, match="cot_data.task"):
+        CotDataConfig(task={"digits": 0})
