@@ -50,6 +50,12 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
         trainer = GRPOTrainer(cfg, run_dir, resume_from=last)
     else:
         path = recipe_path(args.recipe or DEFAULT_RECIPE)
+        from ponder.pipeline import is_pipeline
+
+        if is_pipeline(path):
+            return _train_pipeline(path, overrides, args.start_from)
+        if args.start_from:
+            raise ConfigError(f"--from {args.start_from}: {path} is a single-stage recipe, not a pipeline")
         cfg = load_config(path, overrides)
         run_dir = Path(cfg.run.dir or f"runs/{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "config.toml").exists():
@@ -62,6 +68,19 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from ponder.report import summarize
 
     print(summarize(run_dir))
+    return 0
+
+
+def _train_pipeline(path: Path, overrides: list[str], start_from: str | None) -> int:
+    """A multi-stage recipe: every stage in RUN_DIR/<stage>, finished stages skipped (see ponder.pipeline)."""
+    from ponder.config import parse_overrides
+    from ponder.pipeline import load_pipeline, parse, run_pipeline
+
+    data = load_pipeline(path, parse_overrides(overrides))
+    directory, _ = parse(data)
+    root = directory or Path("runs") / path.stem  # a fixed place, so that a second run finds the first
+    print(f"pipeline directory: {root}")
+    run_pipeline(data, root, start_from)
     return 0
 
 
@@ -85,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run GRPO from a recipe (default: r1_zero)", allow_abbrev=False)
     train.add_argument("recipe", nargs="?", help="recipe file or name under recipes/")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="STAGE",
+        help="pipeline recipes: run STAGE and the stages after it again",
+    )
     train.set_defaults(func=cmd_train)
     report = sub.add_parser("report", help="summarise and plot a run")
     report.add_argument("run_dir")

@@ -1,0 +1,71 @@
+"""Pipeline recipes: stage checks before anything runs, references between stages, caching, --from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder.config import ConfigError
+from ponder.pipeline import parse, run_pipeline
+
+TINY_GRPO = {
+    "kind": "grpo",
+    "model": {"name": "tiny"},
+    "task": {"name": "arithmetic", "args": {"digits": 1}},
+    "prompt": {"mode": "chat", "system": ""},
+    "reward": {"weights": {"accuracy_lenient": 1.0}},
+    "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+    "grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 2, "micro_batch_size": 4, "beta": 0.0},
+    "run": {"save_every": 0, "progress": False},
+}
+
+
+def _recipe(**stages) -> dict:
+    return {"pipeline": {"stages": list(stages)}, "stages": stages}
+
+
+def test_checks_fail_before_any_stage_runs(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no \\[stages.b\\] table"):
+        parse({"pipeline": {"stages": ["a", "b"]}, "stages": {"a": {"kind": "cot_data"}}})
+    with pytest.raises(ConfigError, match="stages.a.kind"):
+        parse(_recipe(a={"kind": "magic"}))
+    with pytest.raises(ConfigError, match="'later' is not a stage before it"):
+        parse(_recipe(a={"kind": "grpo", "model": {"name": "@later"}}, later={"kind": "cot_data"}))
+    with pytest.raises(ConfigError, match="not listed"):
+        parse(
+            {"pipeline": {"stages": ["a"]}, "stages": {"a": {"kind": "cot_data"}, "b": {"kind": "cot_data"}}}
+        )
+    bad = _recipe(data={"kind": "cot_data", "count": 4}, rl={**TINY_GRPO, "grpo": {"stepz": 1}})
+    with pytest.raises(ConfigError, match=r"stages\.rl.*grpo\.stepz"):
+        run_pipeline(bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # the first stage did not run
+
+
+def test_stages_chain_cache_and_restart(tmp_path: Path, capsys):
+    root = tmp_path / "run"
+    recipe = _recipe(
+        data={"kind": "cot_data", "task": {"digits": 1}, "count": 8},
+        rl={
+            **TINY_GRPO,
+            "task": {"name": "file", "args": {"path": "@data:data", "question_field": "prompt"}},
+        },
+    )
+    rows = run_pipeline(recipe, root)
+    assert [r["stage"] for r in rows] == ["data", "rl"] and not any(r["cached"] for r in rows)
+    assert (root / "data" / "data.jsonl").exists()
+    assert (root / "rl" / "model" / "config.json").exists()  # an HF directory for later stages
+    assert json.loads((root / "pipeline.json").read_text())[1]["kind"] == "grpo"
+    stamp = (root / "rl" / "stage.json").stat().st_mtime_ns
+
+    rows = run_pipeline(recipe, root)  # unchanged: both cached
+    assert all(r["cached"] for r in rows)
+    assert (root / "rl" / "stage.json").stat().st_mtime_ns == stamp
+    assert "(cached)" in capsys.readouterr().out
+
+    recipe["stages"]["data"]["count"] = 9  # upstream change: both run again
+    assert [r["cached"] for r in run_pipeline(recipe, root)] == [False, False]
+    assert [r["cached"] for r in run_pipeline(recipe, root, start_from="rl")] == [True, False]
+    with pytest.raises(ConfigError, match="--from nope"):
+        run_pipeline(recipe, root, start_from="nope")
