@@ -256,13 +256,19 @@ class Engine:
             if last:
                 heads = [step.prefill[i].head for i in last]
                 logits_LV = self._no_early_stop(logits_SV[last], heads, sampling)
-                for row, i in enumerate(last):
-                    group = step.prefill[i].group
-                    rows_GV = logits_LV[row : row + 1].expand(len(group), -1)
-                    tokens, logps = sample(
-                        rows_GV, [s.generator for s in group], sampling, [s.num_generated for s in group]
-                    )
-                    sched.on_prefilled(group, tokens, logps)
+                # one sampling call for every sample of every group finishing its prompt in this step
+                groups = [step.prefill[i].group for i in last]
+                sizes = torch.tensor([len(g) for g in groups], device=logits_LV.device)
+                rows_NV = logits_LV.repeat_interleave(sizes, dim=0)
+                seqs = [s for g in groups for s in g]
+                tokens, logps = sample(
+                    rows_NV, [s.generator for s in seqs], sampling, [s.num_generated for s in seqs]
+                )
+                start = 0
+                for group in groups:
+                    end = start + len(group)
+                    sched.on_prefilled(group, tokens[start:end], logps[start:end])
+                    start = end
             for p in step.prefill:
                 if not p.last:
                     sched.on_chunk(p)
