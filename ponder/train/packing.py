@@ -5,6 +5,9 @@ uses) leaves the padded query rows with nothing to attend to; on CUDA, SDPA then
 for those rows (measured on an H200 with SmolLM2-135M, bf16 autocast), which poisons every weight through
 the backward pass. Right padding keeps every query row attending to at least one real token, and the
 positions of real tokens are 0..len-1 as in generation.
+
+`SequenceRows` / `layout` / `first_fit` hold whole sequences (SFT) instead, optionally several per row
+(packing) with positions restarting and a block-diagonal causal mask.
 """
 
 from __future__ import annotations
@@ -77,3 +80,91 @@ def completion_logits(model: torch.nn.Module, batch: Packed) -> torch.Tensor:
     steps = torch.arange(clen, device=logits.device)
     index_BC = (batch.offsets_N[:, None] - 1 - start + steps[None, :]).clamp(max=keep - 1)
     return logits.gather(1, index_BC[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+# ------------------------------------------------------------------------- whole sequences (SFT)
+
+
+@dataclass
+class SequenceRows:
+    """Whole token sequences in N right-padded rows of T columns; with packing, several share a row.
+
+    A packed sequence keeps its own positions (restarting at 0) and attends only to itself, so its logits
+    equal those of a forward pass over it alone. `segments_NT` numbers a row's sequences 1, 2, ...; padding
+    is 0.
+    """
+
+    ids_NT: torch.Tensor
+    positions_NT: torch.Tensor
+    segments_NT: torch.Tensor
+    trained_NT: torch.Tensor  # True where the token is a training target (predicted from the column before)
+
+    def targets(self) -> torch.Tensor:
+        """(N, T-1) bool: column t's logits predict `ids_NT[:, t+1]` and that prediction counts in the loss.
+
+        The first token of a packed sequence is never a target: the column before it is another sequence's.
+        """
+        same = self.segments_NT[:, 1:] == self.segments_NT[:, :-1]
+        return self.trained_NT[:, 1:] & same
+
+    def attention_mask(self, implementation: str) -> torch.Tensor | None:
+        """The mask for the model's attention `implementation` (`model.config._attn_implementation`).
+
+        One sequence a row: the usual (N, T) padding mask. Packed: an (N, 1, T, T) block-diagonal causal
+        mask, True (sdpa) or 0.0 (eager, additive) where query q may attend to key k; padding attends to
+        padding, so no query row is fully masked (SDPA would return NaN there). Flash attention takes no 4D
+        mask: it gets None and finds the sequences from the restarting `positions_NT` (transformers does).
+        """
+        if int(self.segments_NT.max()) <= 1:
+            return (self.segments_NT > 0).long()
+        if implementation.startswith("flash"):
+            return None
+        width = self.ids_NT.shape[1]
+        causal_TT = torch.ones(width, width, dtype=torch.bool, device=self.ids_NT.device).tril()
+        same_NTT = self.segments_NT[:, :, None] == self.segments_NT[:, None, :]
+        allowed_N1TT = (same_NTT & causal_TT)[:, None]
+        if implementation == "eager":
+            blocked = torch.finfo(torch.float32).min
+            return torch.zeros(allowed_N1TT.shape, device=allowed_N1TT.device).masked_fill(
+                ~allowed_N1TT, blocked
+            )
+        return allowed_N1TT
+
+
+def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into bins of at most `capacity` tokens (first-fit decreasing; a longer
+    item gets a bin of its own). Deterministic: ties keep index order, each bin lists its indices sorted."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((b for b, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+        else:
+            bins[slot].append(i)
+            room[slot] -= lengths[i]
+    return [sorted(b) for b in bins]
+
+
+def layout(
+    sequences: list[tuple[list[int], list[bool]]], rows: list[list[int]], pad_id: int, device: torch.device
+) -> SequenceRows:
+    """Lay `sequences` ((token ids, trained flags) pairs) out in rows; `rows[r]` lists row r's sequences."""
+    widths = [sum(len(sequences[i][0]) for i in row) for row in rows]
+    n, width = len(rows), max(widths)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    segments = torch.zeros((n, width), dtype=torch.long)
+    trained = torch.zeros((n, width), dtype=torch.bool)
+    for r, row in enumerate(rows):
+        col = 0
+        for segment, i in enumerate(row, start=1):
+            tokens, flags = sequences[i]
+            end = col + len(tokens)
+            ids[r, col:end] = torch.tensor(tokens, dtype=torch.long)
+            positions[r, col:end] = torch.arange(len(tokens))
+            segments[r, col:end] = segment
+            trained[r, col:end] = torch.tensor(flags, dtype=torch.bool)
+            col = end
+    return SequenceRows(ids.to(device), positions.to(device), segments.to(device), trained.to(device))
