@@ -51,3 +51,21 @@ def test_bad_config_is_named():
         CotDataConfig(template="{reasoning}")
     with pytest.raises(ConfigError, match="cot_data.task"):
         CotDataConfig(task={"digits": 0})
+
+
+def test_gsm8k_solutions_become_r1_rows(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(
+        json.dumps({"question": "Q1?", "answer": "She has 48/2 = <<48/2=24>>24.\n#### 1,024"})
+        + "\n"
+        + json.dumps({"question": "Q2?", "answer": "no final line"})
+        + "\n"
+    )
+    summary = run_cot_data(CotDataConfig(gsm8k=str(path), count=1), tmp_path / "out")
+    (row,) = [json.loads(x) for x in (tmp_path / "out" / "data.jsonl").read_text().splitlines()]
+    assert summary["rows"] == 1
+    assert row["response"] == "<think>She has 48/2 = 24.</think>\n<answer>1024</answer>"
+    from ponder.data.files import DatasetError
+
+    with pytest.raises(DatasetError, match="g.jsonl:2"):
+        run_cot_data(CotDataConfig(gsm8k=str(path), count=5), tmp_path / "out2")

@@ -1,4 +1,5 @@
-"""Cold-start data written by program: worked, self-checked chains of thought for the arithmetic task.
+"""Cold-start data written by program: worked, self-checked chains of thought for the arithmetic task, or
+human-written worked solutions (GSM8K's `answer` field) put into the R1 format.
 
 R1's cold start is a few hundred to thousands of long, readable chains of thought. For ponder's built-in
 arithmetic task they can be written exactly, without a teacher: each operation is worked digit by digit
@@ -10,6 +11,9 @@ reference answer, so the data is verified by construction.
     kind = "cot_data"
     task = { digits = 2, ops = "+" }   # ponder.data.tasks.Arithmetic arguments
     count = 300
+
+With `gsm8k = "PATH/gsm8k_train.jsonl"` the rows come from that file instead: the worked solution (its
+calculator annotations `<<48/2=24>>` removed) becomes the reasoning, the number after `####` the answer.
 
 Writes `data.jsonl` (prompt, response, answer, id, source) and `summary.json`.
 """
@@ -37,6 +41,7 @@ class CotDataConfig:
     seed: int = 1234
     verify: bool = True
     template: str = "<think>{reasoning}</think>\n<answer>{answer}</answer>"
+    gsm8k: str = ""  # a GSM8K-format JSONL (question, answer "...#### N"): use its worked solutions instead
 
     def __post_init__(self) -> None:
         if self.count <= 0:
@@ -117,6 +122,45 @@ def worked_solution(expression: str, verify: bool = True) -> tuple[str, int]:
 def run_cot_data(cfg: CotDataConfig, run_dir: Path) -> dict[str, Any]:
     """Write `count` worked problems to run_dir/data.jsonl; returns (and writes) the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    rows = _gsm8k_rows(cfg) if cfg.gsm8k else _arithmetic_rows(cfg)
+    with (run_dir / "data.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "source": "gsm8k" if cfg.gsm8k else "cot_data"}) + "\n")
+    summary = {
+        "rows": len(rows),
+        "mean_response_chars": sum(len(r["response"]) for r in rows) / max(1, len(rows)),
+        "source": cfg.gsm8k or Arithmetic(**cfg.task).describe(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _gsm8k_rows(cfg: CotDataConfig) -> list[dict[str, Any]]:
+    from ponder.data.files import DatasetError
+
+    rows = []
+    with open(cfg.gsm8k) as f:
+        for line_no, line in enumerate(f, start=1):
+            if len(rows) == cfg.count:
+                break
+            try:
+                record = json.loads(line)
+                question, solution = record["question"], record["answer"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DatasetError(f"{cfg.gsm8k}:{line_no}: not a GSM8K row ({err})") from None
+            if "####" not in solution:
+                raise DatasetError(f"{cfg.gsm8k}:{line_no}: the answer has no '#### N' final line")
+            reasoning, answer = solution.rsplit("####", 1)
+            reasoning = re.sub(r"<<[^>]*>>", "", reasoning).strip()
+            answer = answer.strip().replace(",", "")
+            response = cfg.template.format(reasoning=reasoning, answer=answer)
+            rows.append(
+                {"id": f"gsm8k-{line_no}", "prompt": question, "response": response, "answer": answer}
+            )
+    return rows
+
+
+def _arithmetic_rows(cfg: CotDataConfig) -> list[dict[str, Any]]:
     task = Arithmetic(**cfg.task)
     rows = []
     for item in islice(task.items(cfg.seed), cfg.count):
@@ -128,13 +172,4 @@ def run_cot_data(cfg: CotDataConfig, run_dir: Path) -> dict[str, Any]:
             raise RuntimeError(f"{item.id}: worked value {value} != reference {item.ref.answer}")
         response = cfg.template.format(reasoning=reasoning, answer=item.ref.answer)
         rows.append({"id": item.id, "prompt": item.prompt, "response": response, "answer": item.ref.answer})
-    with (run_dir / "data.jsonl").open("w") as f:
-        for row in rows:
-            f.write(json.dumps({**row, "source": "cot_data"}) + "\n")
-    summary = {
-        "rows": len(rows),
-        "mean_response_chars": sum(len(r["response"]) for r in rows) / len(rows),
-        "task": task.describe() if hasattr(task, "describe") else str(cfg.task),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return rows
