@@ -69,3 +69,16 @@ def test_stages_chain_cache_and_restart(tmp_path: Path, capsys):
     assert [r["cached"] for r in run_pipeline(recipe, root, start_from="rl")] == [True, False]
     with pytest.raises(ConfigError, match="--from nope"):
         run_pipeline(recipe, root, start_from="nope")
+
+
+@pytest.mark.parametrize("name", ["r1_tiny", "r1"])
+def test_shipped_pipeline_recipes_validate(name, tmp_path):
+    from ponder.config import read_toml
+    from ponder.pipeline import KINDS, _resolve
+
+    data = read_toml(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml")
+    _, stages = parse(data)
+    for stage in stages:  # every stage's table builds its config (files are only read when a stage runs)
+        KINDS[stage.kind].build(
+            _resolve(stage.table, tmp_path), f"stages.{stage.name}.", tmp_path / stage.name
+        )
