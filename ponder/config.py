@@ -65,18 +65,73 @@ class ModelConfig:
         _choice("model.attention", self.attention, ("default", "sdpa", "eager"))
 
 
+TASK_NAMES = ("arithmetic", "countdown", "linear", "file")
+MIX_TASK_NAMES = (*TASK_NAMES, "prompts")  # `prompts`: general prompts without answers (ponder/data/files.py)
+KINDS = ("reasoning", "general")
+
+
+@dataclass(frozen=True)
+class MixEntry:
+    """One extra source of prompts in `task.mix`: task `name` with `args`, drawn with probability `weight`.
+
+    `kind` = "general" (prompts without a gold answer, scored by `reward.models` and `reward.general_weights`)
+    or "reasoning" (scored by the rule rewards of `reward.weights`, like the main task); empty means
+    "general" for the `prompts` task and "reasoning" for the others. Validated by `TaskConfig`.
+    """
+
+    name: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    weight: float = 0.0
+    kind: str = ""
+
+    def resolved_kind(self) -> str:
+        return self.kind or ("general" if self.name == "prompts" else "reasoning")
+
+    def validate(self, key: str) -> None:
+        if not self.name:
+            raise ConfigError(f"{key}.name is missing; choose one of {', '.join(map(repr, MIX_TASK_NAMES))}")
+        _choice(f"{key}.name", self.name, MIX_TASK_NAMES)
+        if not 0 < self.weight < 1:
+            raise ConfigError(f"{key}.weight = {self.weight!r} is not allowed; it must be in (0, 1)")
+        if self.kind:
+            _choice(f"{key}.kind", self.kind, KINDS)
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """Where prompts come from: a built-in generator (arithmetic, countdown, linear) or a `file`.
 
     `args` are the task's own knobs (difficulty, path, field mapping); the task validates them.
+
+    `mix` (DeepSeek-R1's RL for all scenarios, section 2.3.4) mixes other prompt sources into the stream:
+    `mix = [{name = "prompts", args = {path = "self_instruct_seed_tasks.jsonl"}, weight = 0.3}]`. Each entry
+    (see `MixEntry`) is drawn with probability `weight`, the main task with 1 - the sum of the weights
+    (which must stay below 1). Task `prompts` reads general prompts without answers (self-instruct seed
+    tasks, or prompt-only JSONL with a `prompt_field`). Item i of the stream picks its source with its own
+    seeded draw, so a run is deterministic given `run.seed` and resumes exactly; every item carries
+    `ref.meta["kind"]` ("reasoning" or "general") and `ref.meta["prompt"]` (the raw user prompt). General
+    prompts are rendered without `prompt.instruction` (written for reasoning questions) and enter only
+    while `reward.models_last_steps` allows. Evaluation uses the main task alone.
     """
 
     name: str = "arithmetic"
     args: dict[str, Any] = field(default_factory=dict)
+    mix: list[MixEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _choice("task.name", self.name, ("arithmetic", "countdown", "linear", "file"))
+        _choice("task.name", self.name, TASK_NAMES)
+        for i, entry in enumerate(self.mix):
+            entry.validate(f"task.mix[{i}]")
+        total = sum(entry.weight for entry in self.mix)
+        if total >= 1:
+            raise ConfigError(
+                f"task.mix weights sum to {total:g}; they must sum to less than 1 (the main task "
+                f"'{self.name}' is drawn with the rest)"
+            )
+
+    def has_general(self) -> bool:
+        """Whether any `mix` entry draws general prompts."""
+        return any(entry.resolved_kind() == "general" for entry in self.mix)
 
 
 @dataclass(frozen=True)
@@ -99,6 +154,40 @@ class PromptConfig:
             raise ConfigError(f"prompt.instruction = {self.instruction!r} must contain '{{question}}'")
 
 
+REWARD_MODEL_TARGETS = ("answer", "all")
+
+
+@dataclass(frozen=True)
+class RewardModelSpec:
+    """One preference reward model in `reward.models`, e.g. `helpful = {path = "DIR", target = "answer"}`.
+
+    `path`: a local directory with a sequence classifier of one label (a `reward_model` stage's output;
+    its tokenizer is read from the same directory). `target`: what the model reads after the prompt,
+    "answer" = the summary only (the `<answer>` block, else the text after `</think>`; R1 judges helpfulness
+    on the summary) or "all" = the whole response, reasoning included (R1 judges harmlessness on all of it).
+    `weight` multiplies the raw score in the total; `batch_size` pairs per forward pass; `max_length`
+    tokens kept (the end). Validated by `RewardConfig`.
+    """
+
+    path: str = ""
+    target: str = ""
+    weight: float = 1.0
+    batch_size: int = 16
+    max_length: int = 2048
+
+    def validate(self, key: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{key}.path is missing; set it to the reward model's directory")
+        if not self.target:
+            raise ConfigError(
+                f"{key}.target is missing; choose 'answer' (the summary only: helpfulness) or 'all' "
+                "(the whole response: harmlessness)"
+            )
+        _choice(f"{key}.target", self.target, REWARD_MODEL_TARGETS)
+        _positive(f"{key}.batch_size", self.batch_size)
+        _positive(f"{key}.max_length", self.max_length)
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """Weighted sum of registered rule rewards: `weights = {accuracy = 1.0, format = 0.5}`.
@@ -106,11 +195,26 @@ class RewardConfig:
     `max_unscorable`: the run stops when a step's share of unscorable samples (a verifier timed out or
     crashed) exceeds it — those samples are left out of the baseline and the loss, never scored 0.
     `workers`: samples scored at once (threads; math checks and sandboxed code then run in parallel).
+
+    Routing with general prompts in `task.mix` (DeepSeek-R1 section 2.3.4): `weights` score the reasoning
+    prompts only. General prompts are scored by `models` (name -> `RewardModelSpec`):
+    `models = {helpful = {path = "DIR", target = "answer"}, harmless = {path = "DIR2", target = "all"}}`,
+    each model's raw score logged as `reward/<name>` and weighted into the total; the whole rollout's
+    general samples go through one batched `score_batch` call per model. `general_weights` adds rule
+    rewards that need no gold answer to general prompts (e.g. `{language_consistency = 0.1}`).
+    `models_last_steps = N` > 0 switches the preference rewards on only for the last N of `grpo.steps`
+    (the Nature version of R1: the last 400 of 1,700 steps, as longer training on a model reward risks
+    reward hacking). Before that, general prompts are not drawn at all (there too, general data and the
+    preference rewards enter together): the stream's general items are skipped, their positions still
+    counted, so a resumed run replays the same stream. 0: on for every step.
     """
 
     weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
     max_unscorable: float = 0.1
     workers: int = 4
+    models: dict[str, RewardModelSpec] = field(default_factory=dict)
+    general_weights: dict[str, float] = field(default_factory=dict)
+    models_last_steps: int = 0
 
     def __post_init__(self) -> None:
         _positive("reward.workers", self.workers)
@@ -120,6 +224,20 @@ class RewardConfig:
             )
         if not self.weights:
             raise ConfigError("reward.weights is empty; name at least one reward, e.g. {accuracy = 1.0}")
+        for name, spec in self.models.items():
+            key = f"reward.models.{name}"
+            if name == "total" or name in self.weights or name in self.general_weights:
+                raise ConfigError(
+                    f"{key}: the name '{name}' is taken (by 'total' or a rule reward in reward.weights / "
+                    "reward.general_weights); name the reward model something else, e.g. 'helpful'"
+                )
+            spec.validate(key)
+        _positive("reward.models_last_steps", self.models_last_steps, allow_zero=True)
+        if self.models_last_steps and not self.models:
+            raise ConfigError(
+                f"reward.models_last_steps = {self.models_last_steps} but reward.models is empty; "
+                "name a reward model or set it to 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -276,7 +394,7 @@ class EvalConfig:
             _positive(f"eval.{key}", getattr(self, key), allow_zero=True)
         _positive("eval.samples", self.samples)
         if self.task:
-            _choice("eval.task", self.task, ("arithmetic", "countdown", "linear", "file"))
+            _choice("eval.task", self.task, TASK_NAMES)
 
 
 @dataclass(frozen=True)
@@ -318,6 +436,22 @@ class Config:
                 "sampling.temperature = 0 is not allowed for training: the G samples of a group would be "
                 "identical; use a value > 0 (eval.temperature = 0 gives greedy evaluation)"
             )
+        general = self.task.has_general()
+        if self.reward.models and not general:
+            raise ConfigError(
+                "reward.models score general prompts, but task.mix has no entry of kind 'general'; add one "
+                "(e.g. {name = 'prompts', args = {path = ...}, weight = 0.3}) or remove reward.models"
+            )
+        if general and not (self.reward.models or self.reward.general_weights):
+            raise ConfigError(
+                "task.mix draws general prompts, but neither reward.models nor reward.general_weights "
+                "scores them (reward.weights is for reasoning prompts only)"
+            )
+        if self.reward.models_last_steps > self.grpo.steps:
+            raise ConfigError(
+                f"reward.models_last_steps = {self.reward.models_last_steps} is not allowed; it must be at "
+                f"most grpo.steps = {self.grpo.steps} (0 switches the reward models on for every step)"
+            )
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -330,6 +464,12 @@ def _closest(name: str, options: list[str]) -> str:
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Check (and gently convert) one value against a field's annotated type."""
+    if dataclasses.is_dataclass(typ):  # a table inside a list or dict, e.g. task.mix[0], reward.models.x
+        if isinstance(value, typ):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a table like {{name = ...}}")
+        return _build(typ, value, f"{key}.")
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         return value

@@ -200,19 +200,109 @@ class FileTask:
         """All items in file order (for evaluation)."""
         return list(self._items)
 
-    def _stream(self, seed: int) -> Iterator[Item]:
-        for epoch in itertools.count():
-            order = list(range(len(self._items)))
-            if self.shuffle:
-                random.Random(seed + epoch).shuffle(order)
-            yield from (self._items[i] for i in order)
-
     def items(self, seed: int, rank: int = 0, world: int = 1) -> Iterator[Item]:
         """Infinite: epoch e is the file reshuffled with Random(seed + e) (file order if not shuffle);
         rank r takes items r, r + world, ... of that single stream."""
-        check_shard(rank, world)
-        return itertools.islice(self._stream(seed), rank, None, world)
+        return _epochs(self._items, seed, self.shuffle, rank, world)
 
     def describe(self) -> str:
         skipped = f", {self.skipped} skipped: unparsable gold" if self.skipped else ""
         return f"file: {self.path} ({len(self)} rows, format {self.format}, checker {self.checker}{skipped})"
+
+
+def _epochs(items: list[Item], seed: int, shuffle: bool, rank: int, world: int) -> Iterator[Item]:
+    """`items` forever, epoch e reshuffled with Random(seed + e) (in order if not `shuffle`); rank r of
+    `world` takes items r, r + world, ... of that single stream."""
+    check_shard(rank, world)
+
+    def stream() -> Iterator[Item]:
+        for epoch in itertools.count():
+            order = list(range(len(items)))
+            if shuffle:
+                random.Random(seed + epoch).shuffle(order)
+            yield from (items[i] for i in order)
+
+    return itertools.islice(stream(), rank, None, world)
+
+
+PROMPT_FORMATS = ("auto", "self_instruct", "plain")
+
+
+@register_task("prompts")
+class PromptTask:
+    """General prompts without gold answers, for the all-scenarios RL stage (scored by reward models).
+
+    format "self_instruct": records with `instruction` and `instances` [{input, output}] (the self-instruct
+    seed tasks), one prompt per instance: the instruction, a blank line and the input when there is one;
+    records with `instruction` and an optional `input` (alpaca) give one prompt each. The outputs are not
+    used: there is no gold answer to check. "plain": the `prompt_field` of each record. "auto": per record,
+    self-instruct when it has `instruction`, else plain. Items carry `ref.meta = {"kind": "general",
+    "prompt": <the prompt>}` and an empty answer; `items()` cycles reshuffled epochs like `FileTask`.
+    """
+
+    name = "prompts"
+    checker = "exact"
+
+    def __init__(
+        self,
+        path: str,
+        format: str = "auto",
+        prompt_field: str = "prompt",
+        shuffle: bool = True,
+        limit: int | None = None,
+    ):
+        if format not in PROMPT_FORMATS:
+            raise ValueError(f"format must be one of {PROMPT_FORMATS}, got {format!r}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        self.path, self.format, self.prompt_field = str(path), format, prompt_field
+        self.shuffle, self.limit = shuffle, limit
+        records = read_records(self.path)[:limit]
+        stem = Path(self.path).stem
+        self._items = [
+            Item(prompt, Reference("", self.checker, {"kind": "general", "prompt": prompt}), f"{stem}-{key}")
+            for location, record in records
+            for key, prompt in self._prompts(record, f"{self.path}: {location}", location)
+        ]
+        if not self._items:
+            raise DatasetError(f"{self.path}: no prompts")
+
+    def _prompts(self, record: Any, where: str, location: str) -> list[tuple[str, str]]:
+        """(id, prompt) pairs of one record; blank prompts are dropped."""
+        if not isinstance(record, dict):
+            raise DatasetError(f"{where}: expected an object with fields, got {type(record).__name__}")
+        rid = str(record.get("id", location.replace(" ", "")))
+        if self.format == "self_instruct" or (self.format == "auto" and "instruction" in record):
+            if "instruction" not in record:
+                raise DatasetError(f"{where}: missing field 'instruction'; available: {sorted(record)}")
+            instances = record.get("instances") or [{"input": record.get("input", "")}]
+            instruction = record["instruction"]
+            pairs = [(f"{rid}-{j}", _join(instruction, x.get("input", ""))) for j, x in enumerate(instances)]
+        else:
+            if record.get(self.prompt_field) is None:
+                raise DatasetError(
+                    f"{where}: missing field {self.prompt_field!r}; available fields: {sorted(record)} "
+                    "(set prompt_field)"
+                )
+            pairs = [(rid, str(record[self.prompt_field]).strip())]
+        return [(key, prompt) for key, prompt in pairs if prompt]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def rows(self) -> list[Item]:
+        """All items in file order."""
+        return list(self._items)
+
+    def items(self, seed: int, rank: int = 0, world: int = 1) -> Iterator[Item]:
+        """Infinite, reshuffled each epoch, rank-sharded (as `FileTask.items`)."""
+        return _epochs(self._items, seed, self.shuffle, rank, world)
+
+    def describe(self) -> str:
+        return f"prompts: {self.path} ({len(self)} general prompts, format {self.format})"
+
+
+def _join(instruction: Any, extra: Any) -> str:
+    """The instruction, then a blank line and the extra input when there is one."""
+    instruction, extra = str(instruction).strip(), str(extra or "").strip()
+    return f"{instruction}\n\n{extra}" if extra else instruction

@@ -6,10 +6,14 @@ Item i of a stream depends only on (seed, i): it is drawn from its own `random.R
 takes items r, r + world, ... without generating the others. The union over ranks is the world=1 stream.
 
 Countdown follows TinyZero (the numbers, a target, each number once); the prompt wording is ours.
+`Mixture` interleaves tasks at fixed weights (`task.mix`, built by `task_from_config`), tagging each item
+with its kind ("reasoning" or "general") for reward routing.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import inspect
 import itertools
 import random
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from ponder.config import ConfigError, TaskConfig
 from ponder.registry import Registry
 from ponder.rewards.base import Reference
 
@@ -236,3 +241,80 @@ def build_task(name: str, **kwargs: Any) -> Any:
     if required:
         raise ValueError(f"task {name!r} needs option(s) {required}; allowed: {allowed}")
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One source of a `Mixture`: a task, its probability and the kind of prompts it gives."""
+
+    task: Any
+    weight: float
+    kind: str  # "reasoning" (rule rewards) or "general" (reward models)
+
+
+class Mixture:
+    """Items drawn from several tasks at fixed weights; each item's `ref.meta` gets "kind" and "prompt".
+
+    Item i of the single stream picks its component with its own `random.Random(f"{seed}:mix:{i}")`, and
+    takes the next item of that component's stream (component j seeded with seed + 7919 * j, so component
+    0, the main task, yields what it yields alone, interleaved). The stream therefore depends only on the
+    seed; rank r of `world` takes items r, r + world, ... of it (every rank walks the whole stream: items
+    are cheap next to a rollout). `meta["prompt"]` is the raw user prompt, which reward models read.
+    """
+
+    name = "mixture"
+
+    def __init__(self, components: list[Component]):
+        _require(len(components) >= 1, "a mixture needs at least one component")
+        _require(all(c.weight > 0 for c in components), "mixture weights must be > 0")
+        _require(all(c.kind in ("reasoning", "general") for c in components), "kind: reasoning or general")
+        self.components = components
+        total = sum(c.weight for c in components)
+        self._edges = list(itertools.accumulate(c.weight / total for c in components))
+
+    def pick(self, seed: int, index: int) -> int:
+        """Which component item `index` of the seed's stream comes from."""
+        u = random.Random(f"{seed}:mix:{index}").random()
+        return min(bisect.bisect_right(self._edges, u), len(self.components) - 1)
+
+    def _stream(self, seed: int) -> Iterator[Item]:
+        streams = [c.task.items(seed + 7919 * j) for j, c in enumerate(self.components)]
+        for index in itertools.count():
+            j = self.pick(seed, index)
+            yield tag_item(next(streams[j]), self.components[j].kind)
+
+    def items(self, seed: int, rank: int = 0, world: int = 1) -> Iterator[Item]:
+        """Infinite; rank r takes items r, r + world, ... of the seed's single stream."""
+        check_shard(rank, world)
+        return itertools.islice(self._stream(seed), rank, None, world)
+
+    def describe(self) -> str:
+        parts = [f"{c.weight:.0%} {c.kind} {c.task.describe()}" for c in self.components]
+        return "mixture: " + "; ".join(parts)
+
+
+def tag_item(item: Item, kind: str) -> Item:
+    """`item` with `ref.meta["kind"] = kind` and `ref.meta["prompt"] = item.prompt` (other meta kept)."""
+    meta = {**item.ref.meta, "kind": kind, "prompt": item.prompt}
+    return dataclasses.replace(item, ref=dataclasses.replace(item.ref, meta=meta))
+
+
+def task_from_config(cfg: TaskConfig) -> Any:
+    """The task `cfg` names; with `cfg.mix`, a `Mixture` of it (weight 1 - the mix weights, kind reasoning)
+    and each entry. A bad task option raises ConfigError naming the key (`task.args`, `task.mix[i].args`)."""
+    main = _built("task.args", cfg.name, cfg.args)
+    if not cfg.mix:
+        return main
+    rest = 1.0 - sum(entry.weight for entry in cfg.mix)
+    components = [Component(main, rest, "reasoning")]
+    for i, entry in enumerate(cfg.mix):
+        task = _built(f"task.mix[{i}].args", entry.name, entry.args)
+        components.append(Component(task, entry.weight, entry.resolved_kind()))
+    return Mixture(components)
+
+
+def _built(key: str, name: str, args: dict[str, Any]) -> Any:
+    try:
+        return build_task(name, **args)
+    except ValueError as err:  # DatasetError included: a file that cannot be read
+        raise ConfigError(f"{key} (task {name!r}): {err}") from None

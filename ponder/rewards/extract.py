@@ -102,3 +102,21 @@ def extract_answer(completion: str, fallback: str = "none") -> str | None:
         return answer
     text = strip_tags(completion)
     return boxed(text) if fallback == "boxed" else last_number(text)
+
+
+def summary_text(response: str) -> str:
+    """The part of a response meant for the user, without the reasoning (what R1 judges helpfulness on,
+    arXiv:2501.12948 section 2.3.4: "the final summary").
+
+    The `<answer>` block when there is one valid block (see `answer_block`); else the text after the last
+    `</think>`, tags removed; else, with a `<think>` never closed, "" (all of it is reasoning: no summary);
+    else, with no think tags at all, the whole response, stripped.
+    """
+    block = answer_block(response)
+    if block is not None:
+        return block
+    if THINK_CLOSE in response:
+        return strip_tags(response[response.rindex(THINK_CLOSE) + len(THINK_CLOSE) :]).strip()
+    if THINK_OPEN in response:
+        return ""
+    return response.strip()

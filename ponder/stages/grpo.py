@@ -12,13 +12,17 @@ One step (DeepSeekMath GRPO, Shao et al. 2024, sec. 4; DeepSeek-R1 sec. 2.2):
 Departures from the paper: the reference model is optionally reset to the policy every N steps (as in
 DeepSeek-R1's RL, sec. 2.2.2 of the R1 report); μ = 1 by default, where old log-probs equal the current
 ones (ratio 1) and need no extra forward pass.
+
+RL for all scenarios (R1 sec. 2.3.4): with `task.mix`, general prompts join the reasoning task; step 2
+then routes rewards (`ponder/rewards/routing.py`): rule rewards for reasoning groups, reward models
+(`reward.models`, one batched call per model per rollout) for general groups, switched on, with the
+general prompts themselves, only for the last `reward.models_last_steps` steps.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -28,12 +32,13 @@ import torch
 
 from ponder.algos import advantages_with_unscorable, entropy_from_logits, policy_loss, token_logprobs
 from ponder.algos.shaping import overlong_penalty
-from ponder.config import Config, dump_toml
-from ponder.data.tasks import Item, build_task
+from ponder.config import Config, ConfigError, dump_toml
+from ponder.data.tasks import Item, build_task, task_from_config
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
 from ponder.model import copy_for_reference, load_model, pick_device, save_checkpoint
-from ponder.rewards import score_all
+from ponder.rewards.reward_model import RewardModelScorer
+from ponder.rewards.routing import GENERAL, PreferenceModel, RoutedRewards, kind_of, preference_active
 from ponder.rollout import Completion, Generator, HFGenerator
 from ponder.rollout.engine import Engine
 from ponder.rollout.engine.model import unsupported_reason
@@ -60,6 +65,7 @@ class Batch:
     advantages_N: torch.Tensor
     prompts_drawn: int
     groups_dropped: int
+    general_on: bool = True  # whether general prompts (and their reward models) were on for this step
 
 
 class GRPOTrainer:
@@ -68,6 +74,7 @@ class GRPOTrainer:
     def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        _check_reward_models(cfg)  # a missing reward-model directory fails before anything loads
         self.ranks = current_ranks()
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
@@ -83,9 +90,16 @@ class GRPOTrainer:
         self.autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             cfg.model.autocast
         ]
+        self.task = task_from_config(cfg.task)  # with task.mix: a Mixture tagging items by kind
+        self.eval_task = self._eval_task()
         self.generator = self._generator()
-        self.task = build_task(cfg.task.name, **cfg.task.args)
-        self.scorer = ThreadPoolExecutor(cfg.reward.workers, thread_name_prefix="reward")
+        self.rewards = RoutedRewards(
+            cfg.reward.weights,
+            cfg.reward.general_weights,
+            self._preference_models(),
+            ALWAYS_LOGGED,
+            cfg.reward.workers,
+        )
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.grpo.steps, cfg.optim)
         self.step, self.data_position = 0, 0
@@ -146,9 +160,8 @@ class GRPOTrainer:
             self.ref.load_state_dict(self.model.state_dict())
         timing = {"time_gen": t_gen, "time_reward": t_reward, "time_train": time.perf_counter() - t1}
         timing["time_step"] = time.perf_counter() - t0
-        row = {"step": self.step, **self._batch_metrics(batch), **stats, **timing}
-        row = {"step": self.step, **reduce_mean({k: v for k, v in row.items() if k != "step"}, self.ranks)}
-        return row, self._examples(batch)
+        row = reduce_mean({**self._batch_metrics(batch), **stats, **timing}, self.ranks)
+        return {"step": self.step, **_means(row)}, self._examples(batch)
 
     # ------------------------------------------------------------------------------------ rollout
 
@@ -160,16 +173,16 @@ class GRPOTrainer:
         drawn = dropped = 0
         t_gen = t_reward = 0.0
         rounds = 1 + (cfg.max_refills if cfg.dynamic_sampling else 0)
+        general_on = self._general_on()
         for attempt in range(rounds):
-            items = [next(self.stream) for _ in range(want - len(kept))]
-            self.data_position += len(items)
+            items = self._draw(want - len(kept), general_on)
             drawn += len(items)
             t0 = time.perf_counter()
             prompts = [ids for item in items for ids in [self._encode(item)] * cfg.group_size]
             seed = self.cfg.run.seed * 1_000_003 + self.step * 97 + attempt + 7919 * self.ranks.rank
             completions = self.generator.generate(prompts, self.cfg.sampling, seed)
             t1 = time.perf_counter()
-            scores = list(self.scorer.map(self._score, _repeat(items, cfg.group_size), completions))
+            scores = self._score(_repeat(items, cfg.group_size), completions)
             t_gen, t_reward = t_gen + t1 - t0, t_reward + time.perf_counter() - t1
             for i, item in enumerate(items):
                 group = slice(i * cfg.group_size, (i + 1) * cfg.group_size)
@@ -187,7 +200,7 @@ class GRPOTrainer:
         advantages_N = (
             advantages_with_unscorable(cfg.advantage, rewards_N, cfg.group_size) if scores else rewards_N
         )
-        batch = Batch([k[0] for k in kept], completions, scores, advantages_N, drawn, dropped)
+        batch = Batch([k[0] for k in kept], completions, scores, advantages_N, drawn, dropped, general_on)
         self._check_unscorable(rewards_N)
         return batch, t_gen, t_reward
 
@@ -200,27 +213,58 @@ class GRPOTrainer:
                 f"Resume with --resume {self.run_dir} once the verifier is fixed."
             )
 
+    def _general_on(self) -> bool:
+        """Whether the step being collected draws general prompts (`reward.models_last_steps`)."""
+        r = self.cfg.reward
+        return preference_active(self.step + 1, self.cfg.grpo.steps, r.models_last_steps)
+
+    def _draw(self, n: int, general_on: bool) -> list[Item]:
+        """The stream's next `n` items; while general prompts are off, general items are skipped (their
+        positions still count in `data_position`, so a resumed run replays the same stream)."""
+        items: list[Item] = []
+        while len(items) < n:
+            item = next(self.stream)
+            self.data_position += 1
+            if general_on or kind_of(item.ref) != GENERAL:
+                items.append(item)
+        return items
+
     def _encode(self, item: Item) -> list[int]:
-        text = render_prompt(item.prompt, self.tokenizer, self.cfg.prompt)
+        prompt = self.cfg.prompt
+        if kind_of(item.ref) == GENERAL:  # prompt.instruction is written for reasoning questions
+            prompt = replace(prompt, instruction="{question}")
+        text = render_prompt(item.prompt, self.tokenizer, prompt)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _score(self, item: Item, completion: Completion) -> dict[str, float]:
-        response = self.cfg.prompt.prefill + completion.text
-        scores = score_all(response, item.ref, self.cfg.reward.weights)
-        for name in ALWAYS_LOGGED:
-            if name not in scores:
-                scores[name] = score_all(response, item.ref, {name: 1.0})[name]
-        if self.cfg.grpo.truncation == "penalty":
-            g = self.cfg.grpo
-            penalty = overlong_penalty(
-                len(completion.token_ids),
-                self.cfg.sampling.max_new_tokens,
-                g.overlong_buffer,
-                g.overlong_penalty,
-            )
-            scores["overlong"] = penalty
-            scores["total"] += penalty
+    def _score(self, items: list[Item], completions: list[Completion]) -> list[dict[str, float]]:
+        """Every completion's scores, routed by its item's kind (+ the DAPO overlong penalty)."""
+        responses = [self.cfg.prompt.prefill + c.text for c in completions]
+        scores = self.rewards.score([item.ref for item in items], responses)
+        g = self.cfg.grpo
+        if g.truncation == "penalty":
+            for s, c in zip(scores, completions, strict=True):
+                s["overlong"] = overlong_penalty(
+                    len(c.token_ids), self.cfg.sampling.max_new_tokens, g.overlong_buffer, g.overlong_penalty
+                )
+                s["total"] += s["overlong"]
         return scores
+
+    def _preference_models(self) -> list[PreferenceModel]:
+        """`reward.models` loaded onto the training device (one load per distinct model directory)."""
+        loaded: dict[tuple, RewardModelScorer] = {}
+        models = []
+        for name, spec in self.cfg.reward.models.items():
+            key = (spec.path, spec.batch_size, spec.max_length)
+            if key not in loaded:
+                loaded[key] = RewardModelScorer(
+                    spec.path,
+                    None,
+                    batch_size=spec.batch_size,
+                    device=self.device,
+                    max_length=spec.max_length,
+                )
+            models.append(PreferenceModel(name, loaded[key], spec.target, spec.weight))
+        return models
 
     # ------------------------------------------------------------------------------------ update
 
@@ -313,12 +357,18 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------------------------ evaluation
 
+    def _eval_task(self) -> Any:
+        """`eval.task`, else the training task without `task.mix` (general prompts have no answer)."""
+        ev, task = self.cfg.eval, self.cfg.task
+        if ev.task:
+            return build_task(ev.task, **ev.args)
+        return build_task(task.name, **task.args) if task.mix else self.task
+
     def _eval_items(self) -> list[Item]:
         ev = self.cfg.eval
         if not ev.size:
             return []
-        task = build_task(ev.task, **ev.args) if ev.task else self.task
-        stream = task.items(ev.seed)
+        stream = self.eval_task.items(ev.seed)
         return [next(stream) for _ in range(ev.size)]
 
     def _evaluate(self, logs: dict[str, JsonlWriter]) -> None:
@@ -342,19 +392,29 @@ class GRPOTrainer:
     # ------------------------------------------------------------------------------------ logging
 
     def _batch_metrics(self, batch: Batch) -> dict[str, float]:
+        """This rank's metrics. A reward's mean is over the samples it scored (rule rewards: reasoning
+        samples; reward models: general ones), kept as "sum:"/"count:" pairs until ranks are reduced."""
         n = max(1, len(batch.scores))
-        names = sorted({k for s in batch.scores for k in s})
-        row = {f"reward/{k}": _nanmean([s[k] for s in batch.scores]) for k in names if k != "total"}
+        r = self.cfg.reward
+        configured = {*r.weights, *ALWAYS_LOGGED, *r.general_weights, *r.models}
+        names = sorted(configured | {k for s in batch.scores for k in s} - {"total"})
+        parts = {f"reward/{k}": [s[k] for s in batch.scores if k in s] for k in names}
+        parts["correct"] = [float(s["accuracy_lenient"] > 0) for s in batch.scores if "accuracy_lenient" in s]
+        row: dict[str, float] = {}
+        for key, values in parts.items():
+            kept = [v for v in values if not math.isnan(v)]
+            row[f"sum:{key}"], row[f"count:{key}"] = sum(kept), len(kept)
         lengths = [len(c.token_ids) for c in batch.completions] or [0]
         totals = [s["total"] for s in batch.scores if not math.isnan(s["total"])] or [0.0]
         mean = sum(totals) / len(totals)
+        general = [kind_of(item.ref) == GENERAL for item in batch.items]
+        if r.models:
+            row["preference_on"] = float(batch.general_on)
         return {
             "reward": mean,
             "reward_std": (sum((t - mean) ** 2 for t in totals) / len(totals)) ** 0.5,
-            "accuracy": row.get("reward/accuracy", 0.0),
-            "correct": sum(s["accuracy_lenient"] > 0 for s in batch.scores) / n,
-            "format": row.get("reward/format", 0.0),
             **row,
+            "general_frac": sum(general) / max(1, len(general)),
             "response_len_mean": sum(lengths) / len(lengths),
             "response_len_max": max(lengths),
             "truncated_frac": sum(not c.finished for c in batch.completions) / n,
@@ -374,6 +434,7 @@ class GRPOTrainer:
                     "step": self.step,
                     "id": item.id,
                     "prompt": item.prompt,
+                    "kind": kind_of(item.ref),
                     "answer": item.ref.answer,
                     "response": self.cfg.prompt.prefill + c.text,
                     "scores": s,
@@ -422,8 +483,7 @@ class GRPOTrainer:
             return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
         num_blocks = r.num_blocks
         if not num_blocks:  # sized from the prompts the run starts with: its first steps' and the eval's
-            ev, task = self.cfg.eval, build_task(self.cfg.task.name, **self.cfg.task.args)
-            eval_task = build_task(ev.task, **ev.args) if ev.task else task
+            ev, task, eval_task = self.cfg.eval, self.task, self.eval_task
             items = [*islice(task.items(self.cfg.run.seed), 256), *islice(eval_task.items(ev.seed), ev.size)]
             longest = max(len(self._encode(item)) for item in items)
             per_step = shard_count(self.cfg.grpo.prompts_per_step, self.ranks) * self.cfg.grpo.group_size
@@ -461,10 +521,38 @@ class GRPOTrainer:
         self.step, self.data_position = state.step, state.data_position
 
 
-def _nanmean(values: list[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else float("nan")
+def _means(row: dict[str, float]) -> dict[str, float]:
+    """`row` with each "sum:K"/"count:K" pair (summed, or averaged alike, over ranks) turned into K's mean
+    (NaN when no sample had K); "accuracy" and "format" repeat their rewards' means up front."""
+    means = {
+        k[4:]: v / row[f"count:{k[4:]}"] if row[f"count:{k[4:]}"] else float("nan")
+        for k, v in row.items()
+        if k.startswith("sum:")
+    }
+    rest = {k: v for k, v in row.items() if not k.startswith(("sum:", "count:"))}
+    head = {"reward": rest.pop("reward"), "reward_std": rest.pop("reward_std")}
+    for name in ("accuracy", "format"):
+        head[name] = means.get(f"reward/{name}", 0.0)
+    head["correct"] = means.pop("correct")
+    return {**head, **means, **rest}
 
 
 def _repeat(items: list[Item], times: int) -> list[Item]:
     return [item for item in items for _ in range(times)]
+
+
+def _check_reward_models(cfg: Config) -> None:
+    """Each `reward.models` entry names a saved model directory and a name no logged score uses."""
+    for name, spec in cfg.reward.models.items():
+        key = f"reward.models.{name}"
+        if name in (*ALWAYS_LOGGED, "overlong"):
+            raise ConfigError(
+                f"{key}: '{name}' is also a logged rule reward; name the reward model otherwise"
+            )
+        path = Path(spec.path)
+        if not path.is_dir():
+            raise ConfigError(f"{key}.path = '{spec.path}': no such directory (a saved reward model)")
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"{key}.path = '{spec.path}' has no config.json: not a saved transformers model"
+            )
