@@ -46,6 +46,10 @@ def test_r1_tiny_runs_every_stage_then_skips_them(tmp_path, monkeypatch, capsys)
     for name in ("reasoning_rl", "rl_all"):
         assert len(_jsonl(run / name / "metrics.jsonl")) >= 2
         assert len(_jsonl(run / name / "eval.jsonl")) == 2
+    # RL for all scenarios: general prompts and the reward model only in the last step
+    steps = [r for r in _jsonl(run / "rl_all" / "metrics.jsonl") if "general_frac" in r]
+    assert steps[0]["general_frac"] == 0 and steps[-1]["general_frac"] > 0
+    assert steps[-1]["reward/harmless"] == steps[-1]["reward/harmless"]  # scored (not NaN) in the last step
     out = capsys.readouterr().out
     assert "stage" in out and "rl_all" in out  # the summary table
 
