@@ -163,6 +163,19 @@ def test_classifier_starts_from_the_causal_lm_backbone(tmp_path):
     assert RewardModelScorer(plain, plain_tokenizer).render("Q?", "A.") == "Q?\n\nA."
 
 
+def test_train_layers_trains_only_the_top_blocks_and_the_head(tmp_path):
+    cfg = tiny_config(marker_pairs(tmp_path / "pairs.jsonl", 40), train_layers=1)
+    trainer = RewardModelTrainer(cfg, tmp_path / "run")  # tiny: 2 blocks
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_step()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "score.weight" in changed and any(k.startswith("model.layers.1.") for k in changed)
+    assert all(k.startswith(("model.layers.1.", "model.norm.", "score.")) for k in changed), changed
+    with pytest.raises(ConfigError, match=r"train_layers = 3 is not allowed; the model has 2 layers"):
+        RewardModelTrainer(tiny_config(cfg.data, train_layers=3), tmp_path / "run3")
+
+
 # ------------------------------------------------------------------------------------------------ resume
 
 
@@ -305,6 +318,7 @@ def test_reads_the_hh_rlhf_harmless_file():
         ({"lr": 0.0}, r"reward_model\.lr"),
         ({"rejected_field": "chosen"}, r"reward_model\.rejected_field"),
         ({"autocast": "fp8"}, r"reward_model\.autocast"),
+        ({"train_layers": -1}, r"reward_model\.train_layers = -1"),
     ],
 )
 def test_config_errors_name_the_key(keys, message):

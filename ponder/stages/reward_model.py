@@ -82,6 +82,8 @@ class RewardModelConfig:
     accumulated; `epochs` passes over the training pairs, reshuffled (by `seed`) each epoch.
     lr, weight_decay, warmup_steps, schedule ("constant" | "cosine"), min_lr_ratio, max_grad_norm: AdamW
     and its schedule, as `ponder.config.OptimConfig`.
+    train_layers: 0 trains every weight; k > 0 trains only the top k transformer blocks, the final norm and
+    the head (embeddings and lower blocks frozen, so backward stops early: cheaper steps on a CPU).
     dtype: parameter precision; autocast = "bfloat16" runs forward and backward in bf16 over them.
     save_every: steps between checkpoints (0: none; the final model is always written).
     """
@@ -112,6 +114,7 @@ class RewardModelConfig:
     schedule: str = "constant"
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    train_layers: int = 0
     dtype: str = "float32"
     autocast: str = "none"
     device: str = "auto"
@@ -141,7 +144,15 @@ class RewardModelConfig:
         for key in ("max_len", "epochs", "batch_size", "micro_batch_size", "eval_batch_size"):
             if getattr(self, key) <= 0:
                 raise bad(key, "it must be > 0")
-        for key in ("max_pairs", "max_eval_pairs", "eval_every", "center_coef", "threads", "save_every"):
+        for key in (
+            "max_pairs",
+            "max_eval_pairs",
+            "eval_every",
+            "center_coef",
+            "threads",
+            "save_every",
+            "train_layers",
+        ):
             if getattr(self, key) < 0:
                 raise bad(key, "it must be >= 0")
         if self.keep_checkpoints <= 0:
@@ -346,6 +357,25 @@ def _is_classifier_dir(source: str) -> bool:
     return any(name.endswith("ForSequenceClassification") for name in architectures)
 
 
+def freeze_lower_layers(model: PreTrainedModel, train_layers: int) -> None:
+    """Leave only the top `train_layers` blocks (plus final norm and head) trainable; 0 leaves all."""
+    if not train_layers:
+        return
+    backbone = getattr(model, model.base_model_prefix)
+    layers = getattr(backbone, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(
+            f"reward_model.train_layers needs a backbone with a `layers` list (Llama, Qwen, Mistral); "
+            f"{type(backbone).__name__} has none"
+        )
+    if train_layers > len(layers):
+        raise ConfigError(
+            f"reward_model.train_layers = {train_layers} is not allowed; the model has {len(layers)} layers"
+        )
+    for module in (backbone.get_input_embeddings(), *layers[: len(layers) - train_layers]):
+        module.requires_grad_(False)
+
+
 def pair_scores(
     model: PreTrainedModel, rows: list[list[int]], pad_id: int, device: torch.device, autocast: Any
 ) -> torch.Tensor:
@@ -381,6 +411,7 @@ class RewardModelTrainer:
         train, held_out = split_pairs(cfg)  # bad data fails before the (slow) model load
         self.model, self.tokenizer = build_reward_model(cfg, str(resume_from) if resume_from else None)
         self.model.to(self.device)
+        freeze_lower_layers(self.model, cfg.train_layers)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.pad_id = int(self.model.config.pad_token_id)
@@ -558,6 +589,7 @@ def _summary(trainer: RewardModelTrainer, run_dir: Path, seconds: float) -> dict
         "eval_margin_before": first.get("margin"),
         "eval_margin_after": final.get("margin"),
         "train_pairs": len(trainer.train_data),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "eval_pairs": len(trainer.eval_data),
         "train_truncated": trainer.train_data.truncated,
         "eval_truncated": trainer.eval_data.truncated,
