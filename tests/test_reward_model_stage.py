@@ -235,7 +235,7 @@ def test_hh_dialogues_split_at_the_last_assistant_turn(tmp_path):
     assert pair.where == f"{path}:1"
 
 
-def test_truncation_keeps_the_chosen_side_and_counts_pairs(tmp_path):
+def test_left_truncation_keeps_the_end_right_keeps_the_start_and_both_count(tmp_path):
     path = tmp_path / "pairs.jsonl"
     rows = [
         {"prompt": "q", "chosen": "a" * 100 + "END", "rejected": "b"},
