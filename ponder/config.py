@@ -581,6 +581,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file not found: {path}") from None
 
 
+def check_choice(key: str, value: Any, allowed: tuple) -> None:
+    """Raise ConfigError naming `key` unless `value` is one of `allowed` (for stage configs)."""
+    _choice(key, value, allowed)
+
+
+def check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ConfigError naming `key` unless `value` > 0 (or >= 0 with `allow_zero`)."""
+    _positive(key, value, allow_zero)
+
+
 def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Validate a nested dict into the config dataclass `cls`; errors name the key as `prefix` + key."""
     return _build(cls, data, prefix)

@@ -40,11 +40,11 @@ from ponder.config import (
     RolloutConfig,
     SamplingConfig,
     TaskConfig,
-    _build,
-    _choice,
-    _merge,
-    _positive,
+    build_dataclass,
+    check_choice,
+    check_positive,
     dump_toml,
+    merge_tables,
     parse_overrides,
     read_toml,
     to_dict,
@@ -96,10 +96,10 @@ class RejectionSettings:
     keep_rejected: bool = True
 
     def __post_init__(self) -> None:
-        _positive("rejection.prompts", self.prompts, allow_zero=True)
-        _positive("rejection.samples_per_prompt", self.samples_per_prompt)
-        _positive("rejection.workers", self.workers)
-        _positive("rejection.threads", self.threads, allow_zero=True)
+        check_positive("rejection.prompts", self.prompts, allow_zero=True)
+        check_positive("rejection.samples_per_prompt", self.samples_per_prompt)
+        check_positive("rejection.workers", self.workers)
+        check_positive("rejection.threads", self.threads, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ class FilterConfig:
                 raise ConfigError(
                     f"filters.args.{name}: filter {name!r} is not in filters.order {self.order}"
                 )
-        _positive("filters.cap_per_prompt", self.cap_per_prompt, allow_zero=True)
-        _choice("filters.cap_prefer", self.cap_prefer, ("shortest", "first"))
+        check_positive("filters.cap_per_prompt", self.cap_per_prompt, allow_zero=True)
+        check_choice("filters.cap_prefer", self.cap_prefer, ("shortest", "first"))
         self.build()  # parameter errors surface when the config is made, not after sampling
 
     def build(self) -> list[Filter]:
@@ -161,7 +161,7 @@ class MixConfig:
     fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive("mix.ratio", self.ratio, allow_zero=True)
+        check_positive("mix.ratio", self.ratio, allow_zero=True)
         if not 0 <= self.fraction < 1:
             raise ConfigError(f"mix.fraction = {self.fraction!r} is not allowed; it must be in [0, 1)")
         if self.ratio and self.fraction:
@@ -192,7 +192,7 @@ class OutputConfig:
         for slot in ("{reasoning}", "{answer}"):
             if slot not in self.template:
                 raise ConfigError(f"output.template = {self.template!r} must contain {slot!r}")
-        _choice("output.style", self.style, ("messages", "prompt_response"))
+        check_choice("output.style", self.style, ("messages", "prompt_response"))
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,8 @@ def load_rejection_config(
     recipe: str | Path | None = None, overrides: list[str] | None = None
 ) -> RejectionConfig:
     """A recipe file (or the defaults) with `--section.key=value` overrides, validated (as `load_config`)."""
-    data = _merge(to_dict(RejectionConfig()), read_toml(recipe) if recipe else {}, depth=1)
-    return _build(RejectionConfig, _merge(data, parse_overrides(overrides or []), depth=3), "")
+    data = merge_tables(to_dict(RejectionConfig()), read_toml(recipe) if recipe else {}, depth=1)
+    return build_dataclass(RejectionConfig, merge_tables(data, parse_overrides(overrides or []), depth=3), "")
 
 
 # --------------------------------------------------------------------------------------------- the stage

@@ -42,11 +42,11 @@ from ponder.config import (
     ConfigError,
     ModelConfig,
     OptimConfig,
-    _build,
-    _choice,
-    _merge,
-    _positive,
+    build_dataclass,
+    check_choice,
+    check_positive,
     dump_toml,
+    merge_tables,
     parse_overrides,
     read_toml,
     to_dict,
@@ -81,8 +81,8 @@ class SFTDataConfig:
     eval_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("data.format", self.format, ("chat", "raw"))
-        _positive("data.max_len", self.max_len)
+        check_choice("data.format", self.format, ("chat", "raw"))
+        check_positive("data.max_len", self.max_len)
         for key in ("messages_field", "prompt_field", "response_field"):
             if not getattr(self, key):
                 raise ConfigError(f"data.{key} is empty; it must name a field of the data rows")
@@ -115,9 +115,9 @@ class SFTTrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        _positive("train.epochs", self.epochs)
-        _positive("train.micro_batch_size", self.micro_batch_size)
-        _positive("train.keep_checkpoints", self.keep_checkpoints)
+        check_positive("train.epochs", self.epochs)
+        check_positive("train.micro_batch_size", self.micro_batch_size)
+        check_positive("train.keep_checkpoints", self.keep_checkpoints)
         for key in (
             "batch_size",
             "batch_tokens",
@@ -126,7 +126,7 @@ class SFTTrainConfig:
             "save_every",
             "threads",
         ):
-            _positive(f"train.{key}", getattr(self, key), allow_zero=True)
+            check_positive(f"train.{key}", getattr(self, key), allow_zero=True)
         if not self.batch_size and not self.batch_tokens:
             raise ConfigError("train.batch_size and train.batch_tokens are both 0; set at least one")
 
@@ -144,13 +144,13 @@ class SFTConfig:
 
 def sft_config_from_dict(data: dict[str, Any]) -> SFTConfig:
     """Validate a nested dict (a recipe's tables) into an SFTConfig; unknown keys are errors."""
-    return _build(SFTConfig, data, "")
+    return build_dataclass(SFTConfig, data, "")
 
 
 def load_sft_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> SFTConfig:
     """A TOML recipe (or the defaults) plus `--section.key=value` overrides, like `config.load_config`."""
-    data = _merge(to_dict(SFTConfig()), read_toml(recipe) if recipe else {}, depth=1)
-    return sft_config_from_dict(_merge(data, parse_overrides(overrides or []), depth=3))
+    data = merge_tables(to_dict(SFTConfig()), read_toml(recipe) if recipe else {}, depth=1)
+    return sft_config_from_dict(merge_tables(data, parse_overrides(overrides or []), depth=3))
 
 
 # --------------------------------------------------------------------------------------------- data
