@@ -7,7 +7,7 @@ A pipeline recipe has a `[pipeline]` table and one `[stages.NAME]` table per sta
     dir = "runs/r1"
 
     [stages.cold_start]
-    kind = "sft"                      # grpo | sft | rejection | reward_model | cot_data
+    kind = "sft"                      # grpo | sft | rejection | reward_model | cot_data | eval
     model = "smollm2-135m"
     data = "@cold_start_data:data"    # another stage's output
 
@@ -97,6 +97,7 @@ KINDS: dict[str, StageKind] = {
         "ponder.stages.reward_model", "RewardModelConfig", "run_reward_model", resumable=True
     ),
     "cot_data": _dataclass_kind("ponder.stages.cot_data", "CotDataConfig", "run_cot_data", resumable=False),
+    "eval": _dataclass_kind("ponder.stages.eval", "EvalStageConfig", "run_eval", resumable=False),
 }
 
 

@@ -82,3 +82,23 @@ def test_shipped_pipeline_recipes_validate(name, tmp_path):
         KINDS[stage.kind].build(
             _resolve(stage.table, tmp_path), f"stages.{stage.name}.", tmp_path / stage.name
         )
+
+
+def test_eval_stage_reports_pass_at_1_with_an_interval(tmp_path: Path):
+    from ponder.stages.eval import interval
+
+    assert interval([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 1.96 * (1 / 3) ** 0.5 / 2))
+    recipe = _recipe(
+        ev={
+            "kind": "eval",
+            "model": {"name": "tiny"},
+            "task": {"name": "arithmetic", "args": {"digits": 1}},
+            "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+            "size": 3,
+            "samples": 2,
+        }
+    )
+    (row,) = run_pipeline(recipe, tmp_path / "run")
+    s = row["summary"]
+    assert s["items"] == 3 and s["samples"] == 2 and 0 <= s["pass@1"] <= 1 and "pass@1_ci95" in s
+    assert len((tmp_path / "run" / "ev" / "results.jsonl").read_text().splitlines()) == 6

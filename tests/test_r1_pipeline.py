@@ -18,7 +18,16 @@ def test_r1_tiny_runs_every_stage_then_skips_them(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(ROOT)  # the recipe names its data files relative to the project
     run = tmp_path / "r1"
     assert main(["train", "r1_tiny", f"--pipeline.dir={run}"]) == 0
-    stages = ["cold_start_data", "cold_start", "reasoning_rl", "rejection", "sft", "reward_model", "rl_all"]
+    stages = [
+        "cold_start_data",
+        "cold_start",
+        "reasoning_rl",
+        "rejection",
+        "sft",
+        "eval_sft",
+        "reward_model",
+        "rl_all",
+    ]
     summary = json.loads((run / "pipeline.json").read_text())
     assert [r["stage"] for r in summary] == stages and not any(r["cached"] for r in summary)
 
@@ -39,6 +48,9 @@ def test_r1_tiny_runs_every_stage_then_skips_them(tmp_path, monkeypatch, capsys)
     assert len(data) == stats["rows"] > 0
     assert {r["kind"] for r in data} == {"reasoning", "general"}
     assert all("prompt_id" in r and "messages" in r for r in data)
+    # the evaluation stage: pass@1 over k samples with an interval
+    ev = json.loads((run / "eval_sft" / "summary.json").read_text())
+    assert ev["items"] == 8 and ev["samples"] == 2 and "pass@1_ci95" in ev
     # the reward model separates the held-out preference pairs
     rm = json.loads((run / "reward_model" / "summary.json").read_text())
     assert rm["eval_accuracy_after"] >= 0.75

@@ -13,7 +13,6 @@ from ponder.data.files import DatasetError
 from ponder.model import load_model
 from ponder.rollout import Completion, HFGenerator
 from ponder.rollout.engine import Engine
-from ponder.stages import rejection
 from ponder.stages.rejection import (
     MixConfig,
     RejectionConfig,
@@ -275,10 +274,12 @@ def test_reads_the_self_instruct_seed_tasks():
 
 
 def test_generator_is_the_engine_with_a_fallback(monkeypatch):
+    from ponder.rollout import factory
+
     cfg = RejectionConfig()
     model, tokenizer = load_model("tiny")
     assert isinstance(build_generator(cfg, model, tokenizer, 16), Engine)
-    monkeypatch.setattr(rejection, "unsupported_reason", lambda m: "model_type 'gpt2' is not supported")
+    monkeypatch.setattr(factory, "unsupported_reason", lambda m: "model_type 'gpt2' is not supported")
     assert isinstance(build_generator(cfg, model, tokenizer, 16), HFGenerator)
 
 

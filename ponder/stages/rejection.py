@@ -64,9 +64,8 @@ from ponder.data.filters import (
 from ponder.data.tasks import Item, build_task
 from ponder.data.templates import render_prompt
 from ponder.model import load_model, pick_device
-from ponder.rollout import Generator, HFGenerator
-from ponder.rollout.engine import Engine
-from ponder.rollout.engine.model import unsupported_reason
+from ponder.rollout import Generator
+from ponder.rollout.factory import make_generator
 
 DEFAULT_ORDER = (
     "malformed",
@@ -305,23 +304,9 @@ def build_generator(
     cannot run the architecture (see `unsupported_reason`)."""
     r = cfg.rollout
     autocast = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.autocast]
-    reason = "rollout.backend = 'hf'" if r.backend == "hf" else unsupported_reason(model)
-    if reason is not None:
-        if r.backend != "hf":
-            print(f"rollout: {reason}; generating with transformers generate() instead", flush=True)
-        return HFGenerator(model, tokenizer, r.max_batch, autocast)
     sequences = _chunk_prompts(cfg) * cfg.rejection.samples_per_prompt
-    return Engine(
-        model,
-        tokenizer,
-        num_blocks=r.kv_blocks(sequences, longest_prompt + cfg.sampling.max_new_tokens),
-        block_size=r.block_size,
-        max_batch=r.max_batch,
-        prefix_cache=r.prefix_cache,
-        max_prefill_tokens=r.max_prefill_tokens,
-        attention=r.attention,
-        cuda_graphs=r.cuda_graphs,
-        autocast=autocast,
+    return make_generator(
+        model, tokenizer, r, autocast, sequences, longest_prompt + cfg.sampling.max_new_tokens
     )
 
 

@@ -1,0 +1,109 @@
+"""An evaluation stage: accuracy of a model on a task's items, k samples each, the way R1 reports it.
+
+pass@1 is the mean over the k samples of each item, averaged over items, with a 95% interval from the
+spread across items (normal approximation); strict R1 accuracy and the format rate likewise. In a pipeline
+it measures a stage's model, e.g. GSM8K test accuracy after every stage:
+
+    [stages.eval_cold_start]
+    kind = "eval"
+    model = { name = "@cold_start" }
+    task = { name = "file", args = { path = "../shared/data/gsm8k_test.jsonl", format = "gsm8k" } }
+    samples = 4
+
+Writes `results.jsonl` (one row per sample) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder.config import (
+    ConfigError,
+    ModelConfig,
+    PromptConfig,
+    RolloutConfig,
+    SamplingConfig,
+    TaskConfig,
+    check_positive,
+)
+from ponder.data.tasks import build_task
+from ponder.data.templates import render_prompt
+from ponder.evaluate import evaluate_items
+from ponder.model import load_model
+from ponder.rollout.factory import make_generator
+
+AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EvalStageConfig:
+    """`size` items of `task` (0: a file task's every row), `samples` per item with `sampling` (R1's
+    defaults: temperature 0.6, top-p 0.95), prompts rendered by `prompt`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=512)
+    )
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    size: int = 0
+    samples: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("size", self.size, allow_zero=True)
+        check_positive("samples", self.samples)
+        if self.size == 0 and self.task.name != "file":
+            raise ConfigError(f"size = 0 (every row) needs a file task, not task.name = {self.task.name!r}")
+
+
+def interval(per_item: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% normal interval) of per-item scores."""
+    n = len(per_item)
+    mean = sum(per_item) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((x - mean) ** 2 for x in per_item) / (n - 1)
+    return mean, 1.96 * math.sqrt(var / n)
+
+
+def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate, write results.jsonl and summary.json, return the summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
+    model.eval()
+    task = build_task(cfg.task.name, **cfg.task.args)
+    items = list(islice(task.items(cfg.seed), cfg.size or len(task)))
+    longest = max(
+        len(tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt))["input_ids"]) for it in items
+    )
+    generator = make_generator(
+        model,
+        tokenizer,
+        cfg.rollout,
+        AUTOCAST[cfg.model.autocast],
+        len(items) * cfg.samples,
+        longest + cfg.sampling.max_new_tokens,
+    )
+    result = evaluate_items(generator, tokenizer, items, cfg.prompt, cfg.sampling, cfg.samples, cfg.seed)
+    rows = result["rows"]
+    with (run_dir / "results.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    k = result["samples"]
+    summary: dict[str, Any] = {"items": len(items), "samples": k, "model": cfg.model.name}
+    for key, of in (("pass@1", "accuracy_lenient"), ("accuracy", "accuracy"), ("format", "format")):
+        per_item = [sum(float(r[of] > 0) for r in rows[i * k : (i + 1) * k]) / k for i in range(len(items))]
+        mean, half = interval(per_item)
+        summary[key], summary[f"{key}_ci95"] = mean, half
+    summary["response_len_mean"] = result["response_len_mean"]
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
