@@ -40,8 +40,8 @@ from ponder.model import copy_for_reference, load_model, pick_device, save_check
 from ponder.rewards.reward_model import RewardModelScorer
 from ponder.rewards.routing import GENERAL, PreferenceModel, RoutedRewards, kind_of, preference_active
 from ponder.rollout import Completion, Generator, HFGenerator
-from ponder.rollout.engine import Engine
 from ponder.rollout.engine.model import unsupported_reason
+from ponder.rollout.factory import make_generator
 from ponder.rollout.vllm import VLLMGenerator, _vllm
 from ponder.train import checkpoint
 from ponder.train.dist import current_ranks, reduce_mean, shard_count, sum_counts, sum_gradients
@@ -477,31 +477,18 @@ class GRPOTrainer:
             return VLLMGenerator(
                 self.model, self.tokenizer, str(path), gpu_memory_utilization=r.gpu_memory_utilization
             )
-        reason = unsupported_reason(self.model)
-        if reason is not None:  # other architectures: transformers generate, behind the same interface
-            print(f"rollout: {reason}; generating with transformers generate() instead", flush=True)
-            return HFGenerator(self.model, self.tokenizer, r.max_batch, self.autocast)
-        num_blocks = r.num_blocks
-        if not num_blocks:  # sized from the prompts the run starts with: its first steps' and the eval's
+        sequences = tokens = 0  # only needed to size the KV cache (num_blocks = 0)
+        if not r.num_blocks and unsupported_reason(self.model) is None:
+            # sized from the prompts the run starts with: its first steps' and the eval's
             ev, task, eval_task = self.cfg.eval, self.task, self.eval_task
             items = [*islice(task.items(self.cfg.run.seed), 256), *islice(eval_task.items(ev.seed), ev.size)]
             longest = max(len(self._encode(item)) for item in items)
             per_step = shard_count(self.cfg.grpo.prompts_per_step, self.ranks) * self.cfg.grpo.group_size
             per_eval = ev.size * (ev.samples if ev.temperature > 0 else 1)
-            new_tokens = max(self.cfg.sampling.max_new_tokens, ev.max_new_tokens if ev.size else 0)
-            num_blocks = r.kv_blocks(max(per_step, per_eval), longest + new_tokens)
-        return Engine(
-            self.model,
-            self.tokenizer,
-            num_blocks=num_blocks,
-            block_size=r.block_size,
-            max_batch=r.max_batch,
-            prefix_cache=r.prefix_cache,
-            max_prefill_tokens=r.max_prefill_tokens,
-            attention=r.attention,
-            cuda_graphs=r.cuda_graphs,
-            autocast=self.autocast,  # sample in the precision the trainer's forward runs in
-        )
+            sequences = max(per_step, per_eval)
+            tokens = longest + max(self.cfg.sampling.max_new_tokens, ev.max_new_tokens if ev.size else 0)
+        # the engine (or transformers generate for other architectures), in the trainer's precision
+        return make_generator(self.model, self.tokenizer, r, self.autocast, sequences, tokens)
 
     def _reference(self, resume_from: Path | None) -> torch.nn.Module:
         """The frozen KL reference: the starting model, or (resuming) the one the checkpoint stored."""
