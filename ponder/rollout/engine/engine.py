@@ -302,6 +302,9 @@ class Engine:
 
     def _forward(self, cache: KVCache, seqs: list[Sequence]) -> torch.Tensor:
         """Run the uncached tokens of `seqs` through the model; logits (S, V) at each one's last token."""
+        q_lens = [len(s) - s.num_cached for s in seqs]
+        if max(q_lens) == 1:  # one new token each (decode, or a one-token prefill chunk)
+            return self._decode_forward(cache, seqs, 0, [s.tokens[-1] for s in seqs])
         bs = self.blocks.block_size
         tokens, positions, slots = [], [], []
         for s in seqs:
@@ -309,17 +312,12 @@ class Engine:
             tokens += s.tokens[s.num_cached :]
             positions += pos
             slots += [s.block_table[p // bs] * bs + p % bs for p in pos]
-        q_lens = [len(s) - s.num_cached for s in seqs]
-        graphs = self._call_graphs
-        if graphs is not None and len(tokens) == len(seqs) and len(seqs) <= graphs.bmax:  # a decode step
-            return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
         dev = cache.device
         block_q = 0
         if self._kernel(cache) == "triton":
             from ponder.rollout.engine.triton_kernels import block_q_for
 
-            r = self.runner
-            block_q = block_q_for(r.num_heads, r.num_kv_heads, decode=max(q_lens) == 1)
+            block_q = block_q_for(self.runner.num_heads, self.runner.num_kv_heads, decode=False)
         meta = AttnMeta.build(q_lens, [len(s) for s in seqs], [s.block_table for s in seqs], dev, block_q)
         as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
         return self.runner.forward(cache, as_tensor(tokens), as_tensor(positions), as_tensor(slots), meta)

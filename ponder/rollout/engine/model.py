@@ -112,9 +112,7 @@ def unsupported_reason(hf_model: torch.nn.Module) -> str | None:
 class PagedLlama:
     """Runs a transformers Llama-family `*ForCausalLM` over a `KVCache`; holds the module, not its tensors."""
 
-    def __init__(self, hf_model: torch.nn.Module, attention: str = "sdpa") -> None:
-        if attention not in ("sdpa", "triton"):
-            raise ValueError(f"attention={attention!r}; expected 'sdpa' or 'triton'")
+    def __init__(self, hf_model: torch.nn.Module) -> None:
         reason = unsupported_reason(hf_model)
         if reason is not None:
             raise ValueError(f"the rollout engine cannot run this model: {reason}")
@@ -124,7 +122,6 @@ class PagedLlama:
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
-        self.attention = attention
 
     @property
     def dtype(self) -> torch.dtype:
@@ -238,24 +235,7 @@ class PagedLlama:
         k = k * cos + _rotate_half(k) * sin
         cache.write(i, slots_N, k, v)
         scale = getattr(attn, "scaling", self.head_dim**-0.5)
-        if meta.tile_seq_T is not None:
-            from ponder.rollout.engine.triton_kernels import paged_attention as triton_paged_attention
-
-            o_NHD = triton_paged_attention(
-                q.contiguous(),
-                cache.k[i],
-                cache.v[i],
-                meta.tables_BM,
-                meta.ctx_lens_B,
-                meta.q_starts_B,
-                meta.q_lens_B,
-                meta.tile_seq_T,
-                meta.tile_off_T,
-                meta.block_q,
-                scale,
-            )
-        else:
-            o_NHD = paged_attention(q.to(cache.dtype), cache.k[i], cache.v[i], meta, scale)
+        o_NHD = paged_attention(q.to(cache.dtype), cache.k[i], cache.v[i], meta, scale)
         return attn.o_proj(o_NHD.reshape(n, self.num_heads * self.head_dim))
 
 
