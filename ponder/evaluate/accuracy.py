@@ -3,7 +3,9 @@
 Reports, averaged over items and samples (the R1 paper's pass@1 as a mean over k samples):
   accuracy — strict: the single `<answer>` block is right (the R1 rule reward);
   correct  — the answer is right where it is stated: the answer block, else the last number;
-  format   — the whole response is `<think>…</think><answer>…</answer>`.
+  format   — the whole response is `<think>…</think><answer>…</answer>`;
+  language_consistency — R1's share of the reasoning in the prompt's language (one script, no mixing).
+Each row also carries the response's token count and whether it stopped by itself (`finished`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ponder.data.templates import render_prompt
 from ponder.rewards import score_all
 from ponder.rollout.base import Generator
 
-METRICS = {"accuracy": 1.0, "accuracy_lenient": 1.0, "format": 1.0}
+METRICS = {"accuracy": 1.0, "accuracy_lenient": 1.0, "format": 1.0, "language_consistency": 1.0}
 
 
 def evaluate_items(
@@ -41,7 +43,16 @@ def evaluate_items(
     for i, c in enumerate(completions):
         item = items[i // samples]
         s = score_all(prompt.prefill + c.text, item.ref, METRICS)
-        rows.append({"id": item.id, "response": prompt.prefill + c.text, "answer": item.ref.answer, **s})
+        rows.append(
+            {
+                "id": item.id,
+                "response": prompt.prefill + c.text,
+                "answer": item.ref.answer,
+                "tokens": len(c.token_ids),
+                "finished": bool(c.finished),
+                **s,
+            }
+        )
     n = max(1, len(rows))
     return {
         "n_items": len(items),

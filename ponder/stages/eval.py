@@ -16,7 +16,6 @@ Writes `results.jsonl` (one row per sample) and `summary.json`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -36,6 +35,7 @@ from ponder.config import (
 from ponder.data.tasks import build_task
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
+from ponder.evaluate.metrics import mean_ci95 as interval  # moved there; the name stays
 from ponder.model import load_model
 from ponder.rollout.factory import make_generator
 
@@ -65,16 +65,6 @@ class EvalStageConfig:
             raise ConfigError(f"size = 0 (every row) needs a file task, not task.name = {self.task.name!r}")
 
 
-def interval(per_item: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% normal interval) of per-item scores."""
-    n = len(per_item)
-    mean = sum(per_item) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((x - mean) ** 2 for x in per_item) / (n - 1)
-    return mean, 1.96 * math.sqrt(var / n)
-
-
 def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate, write results.jsonl and summary.json, return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -100,10 +90,18 @@ def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
             f.write(json.dumps(row) + "\n")
     k = result["samples"]
     summary: dict[str, Any] = {"items": len(items), "samples": k, "model": cfg.model.name}
-    for key, of in (("pass@1", "accuracy_lenient"), ("accuracy", "accuracy"), ("format", "format")):
-        per_item = [sum(float(r[of] > 0) for r in rows[i * k : (i + 1) * k]) / k for i in range(len(items))]
+    pairs = (
+        ("pass@1", "accuracy_lenient"),
+        ("accuracy", "accuracy"),
+        ("format", "format"),
+        ("language_consistency", "language_consistency"),
+    )
+    for key, of in pairs:
+        score = (lambda v: float(v > 0)) if of != "language_consistency" else float
+        per_item = [sum(score(r[of]) for r in rows[i * k : (i + 1) * k]) / k for i in range(len(items))]
         mean, half = interval(per_item)
         summary[key], summary[f"{key}_ci95"] = mean, half
     summary["response_len_mean"] = result["response_len_mean"]
+    summary["truncated"] = sum(not r["finished"] for r in rows) / max(1, len(rows))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
