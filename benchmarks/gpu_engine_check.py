@@ -6,6 +6,8 @@
    expected), engine log-probs vs the trainer's forward (max abs gap), with Triton attention + CUDA graphs.
 2. bfloat16, Qwen2.5-0.5B shape: the same log-prob gap (reported, not asserted), CUDA graphs on vs off.
 3. Decode step time at batch 256, context ~800: graph replay alone vs a whole engine step (host overhead).
+4. The trainer's setting: float32 weights that require grad, bf16 autocast, several generate calls on one
+   engine with in-place weight updates between them: CUDA graphs vs eager, and vs a fresh engine (asserted).
 """
 
 import time
@@ -82,6 +84,64 @@ def check(dtype, shape_kw, label):
     return model
 
 
+def autocast_calls():
+    """Several calls under bf16 autocast over fp32 trainable weights, updated in place between calls."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg)
+    tok = _NoTokenizer()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 10000, (int(n),), generator=g).tolist() for n in (40, 40, 70, 33)]
+    greedy = SamplingConfig(temperature=0, max_new_tokens=40)
+    engines = {
+        graphs: Engine(
+            model,
+            tok,
+            num_blocks=256,
+            block_size=16,
+            max_batch=16,
+            cuda_graphs=graphs,
+            autocast=torch.bfloat16,
+        )
+        for graphs in (True, False)
+    }
+    for eng in engines.values():
+        eng.stop_ids = set()
+    for call in range(3):
+        line = []
+        for graphs, eng in engines.items():
+            out = [o.token_ids for o in eng.generate(prompts, greedy, seed=0)]
+            fresh = Engine(
+                model,
+                tok,
+                num_blocks=256,
+                block_size=16,
+                max_batch=16,
+                cuda_graphs=graphs,
+                autocast=torch.bfloat16,
+            )
+            fresh.stop_ids = set()
+            ref = [o.token_ids for o in fresh.generate(prompts, greedy, seed=0)]
+            same = sum(a == b for a, b in zip(out, ref, strict=True))
+            line.append(f"graphs={graphs}: {same}/{len(prompts)} identical to a fresh engine")
+            assert same == len(prompts), f"call {call} (graphs={graphs}) differs from a fresh engine"
+        print(f"[autocast call {call}] " + "; ".join(line), flush=True)
+        with torch.no_grad():  # an optimizer-like in-place update
+            for p in model.parameters():
+                p.add_(torch.randn_like(p), alpha=1e-3)
+
+
 def step_times():
     model = random_model("qwen2.5-0.5b", "cuda", torch.bfloat16)
     eng = Engine(model, _NoTokenizer(), num_blocks=20000, block_size=16, max_batch=256)
@@ -130,7 +190,12 @@ def step_times():
 
 
 if __name__ == "__main__":
+    import sys
+
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    if sys.argv[1:] == ["autocast"]:
+        autocast_calls()
+        sys.exit(0)
     small = dict(
         hidden_size=256,
         intermediate_size=512,

@@ -183,6 +183,8 @@ def run_pipeline(data: dict[str, Any], root: Path, start_from: str | None = None
             continue
         (out / "stage.json").unlink(missing_ok=True)
         resume = not forced and (out / "stage.started").exists() and _read_text(out / "stage.started") == key
+        if not resume and out.exists():
+            shutil.rmtree(out)  # the output of another config (or of --from): made again from scratch
         out.mkdir(parents=True, exist_ok=True)
         (out / "stage.started").write_text(key)
         print(f"[{stage.name}] {stage.kind}: running in {out}", flush=True)
@@ -259,12 +261,28 @@ def _hash(stage: Stage, table: dict[str, Any], upstream: dict[str, str]) -> str:
     for value in _strings(table):
         p = Path(value)
         if len(value) < 4096 and p.is_file():
-            st = p.stat()
-            files[value] = (st.st_size, int(st.st_mtime))
+            files[value] = _file_digest(p)
     blob = json.dumps(
         {"kind": stage.kind, "table": stage.table, "deps": deps, "files": files}, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """A file's content hash (a copy or a touch keeps the cache; an edit does not), memoised per process
+    by (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
 
 
 def _strings(value: Any) -> list[str]:

@@ -102,3 +102,43 @@ def test_eval_stage_reports_pass_at_1_with_an_interval(tmp_path: Path):
     s = row["summary"]
     assert s["items"] == 3 and s["samples"] == 2 and 0 <= s["pass@1"] <= 1 and "pass@1_ci95" in s
     assert len((tmp_path / "run" / "ev" / "results.jsonl").read_text().splitlines()) == 6
+
+
+def test_cache_follows_file_contents_and_a_rerun_replaces_stale_output(tmp_path: Path):
+    import os
+    import shutil
+
+    data = tmp_path / "sft.jsonl"
+    rows = [
+        {"prompt": f"{i} + 1 = ?", "response": f"<think>{i} + 1</think><answer>{i + 1}</answer>"}
+        for i in range(6)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = _recipe(
+        sft={
+            "kind": "sft",
+            "model": {"name": "tiny"},
+            "data": {"path": str(data), "format": "chat", "max_len": 64},
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "micro_batch_size": 4,
+                "save_every": 0,
+                "progress": False,
+            },
+        }
+    )
+    root = tmp_path / "run"
+    assert [r["cached"] for r in run_pipeline(recipe, root)] == [False]
+    # a copy of the same data (new mtime) keeps the cache: results do not depend on timestamps
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(data, copy)
+    os.utime(data, (1, 1))
+    shutil.copy(copy, data)
+    assert [r["cached"] for r in run_pipeline(recipe, root)] == [True]
+    # new contents run the stage again, in place of the old (non-resumable) output
+    stale = root / "sft" / "stale.txt"
+    stale.write_text("from the previous config")
+    data.write_text(data.read_text() + json.dumps(rows[0]) + "\n")
+    assert [r["cached"] for r in run_pipeline(recipe, root)] == [False]
+    assert not stale.exists() and (root / "sft" / "model" / "config.json").exists()

@@ -10,6 +10,8 @@ hidden states; the lm_head GEMM runs after the replay (the graphs' outputs stay 
 
 The graphs read the model's parameters and the cache at the addresses they had at capture: in-place
 optimizer steps are seen, reallocation is not (the engine rebuilds the graphs when `fingerprint` changes).
+Under autocast the weights' casts are captured too (autocast's cache is off during capture), so a replay
+never reads a cast copy freed when an earlier call's autocast region ended.
 """
 
 from __future__ import annotations
@@ -64,15 +66,24 @@ class DecodeGraphs:
         self.buf.copy_(self.hosts[0])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
-        self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
-        torch.cuda.synchronize()
-        pool = None
-        for b in reversed(self.sizes):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.outputs[b] = self._forward(b)
-            pool = graph.pool()
-            self.graphs[b] = graph
+        # Under autocast a weight's low-precision copy lives in autocast's cache only until the outermost
+        # autocast region exits: a graph that captured a cached copy would read freed memory in later
+        # calls. Capture with the cache off, so that every replay casts the live weights itself.
+        with torch.autocast(
+            "cuda",
+            dtype=torch.get_autocast_dtype("cuda"),
+            enabled=torch.is_autocast_enabled("cuda"),
+            cache_enabled=False,
+        ):
+            self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
+            torch.cuda.synchronize()
+            pool = None
+            for b in reversed(self.sizes):
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    self.outputs[b] = self._forward(b)
+                pool = graph.pool()
+                self.graphs[b] = graph
         torch.cuda.synchronize()
 
     def _forward(self, b: int) -> torch.Tensor:
