@@ -8,7 +8,8 @@
 #
 #   bash benchmarks/r1_pipeline_gpu.sh [SECONDS]     # stops the pipeline after SECONDS (default 540)
 #
-# PONDER_SRC names another copy of the package to run (e.g. a `git archive` of a commit), default: here.
+# PONDER_SRC names another copy of the package to run (e.g. a `git archive` of a commit), default: here
+# (python -P: the current directory does not shadow it).
 #
 # Writes $OUT/log_<time>.txt and $OUT/r1run.tar.gz (summaries, metrics, eval rows, pipeline.json).
 set -u
@@ -27,7 +28,7 @@ if [ -d .stage/data ]; then mkdir -p "$HOME/data" && cp .stage/data/* "$HOME/dat
 mkdir -p ../shared && ln -sfn "$HOME/data" ../shared/data
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 stamp=$(date +%H%M%S)
-timeout "$budget" python3 -m ponder.cli train "$src/recipes/r1.toml" --pipeline.dir="$HOME/r1run" \
+timeout "$budget" python3 -P -m ponder.cli train "$src/recipes/r1.toml" --pipeline.dir="$HOME/r1run" \
   > "$OUT/log_$stamp.txt" 2>&1
 echo "pipeline exit: $?"
 grep -v "it/s\]" "$OUT/log_$stamp.txt" | tail -40
