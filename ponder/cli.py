@@ -3,6 +3,10 @@
     ponder train [RECIPE] [--section.key=value ...]   run GRPO (default recipe: recipes/r1_zero.toml)
     ponder train --resume RUN_DIR [--key=value ...]   continue a run from its last checkpoint
     ponder report RUN_DIR                             learning summary (first vs last 20% of steps) + plot
+    ponder distill [--teacher MODEL_OR_URL] [--student M]   SFT of a student on a teacher's verified samples
+    ponder eval --model M [--model M2] --data FILE    pass@1, cons@k, pass@k on a benchmark (R1's protocol)
+    ponder serve MODEL [--port 8000]                  OpenAI-compatible HTTP API over the rollout engine
+    ponder chat MODEL [--system TEXT]                 chat in the terminal (reasoning shown dimmed)
     torchrun --nproc-per-node=N -m ponder.cli train …   data parallel over N processes (GPUs)
 
 RECIPE is a path to a TOML file or the name of one under `recipes/` (e.g. `smoke`).
@@ -84,6 +88,12 @@ def _train_pipeline(path: Path, overrides: list[str], start_from: str | None) ->
     return 0
 
 
+def cmd_distill(args: argparse.Namespace, overrides: list[str]) -> int:
+    from ponder.distill import run
+
+    return run(args, overrides)
+
+
 def cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
     from ponder.report import plot, summarize
 
@@ -111,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline recipes: run STAGE and the stages after it again",
     )
     train.set_defaults(func=cmd_train)
+    distill = sub.add_parser(
+        "distill",
+        help="SFT a small student on a teacher's verified samples (recipes/distill.toml)",
+        allow_abbrev=False,
+    )
+    from ponder.distill import add_arguments as add_distill_arguments
+
+    add_distill_arguments(distill)
+    distill.set_defaults(func=cmd_distill)
     report = sub.add_parser("report", help="summarise and plot a run")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
@@ -123,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(rollout)
     rollout.set_defaults(func=cmd_bench_rollout)
+    evaluate = sub.add_parser(
+        "eval", help="models on a benchmark file: pass@1, cons@k, pass@k (R1's protocol)", allow_abbrev=False
+    )
+    from ponder.evaluate.benchmark import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP API (chat, completions, streaming)")
+    from ponder.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+    chat = sub.add_parser("chat", help="chat with a model in the terminal")
+    from ponder.chat import add_arguments as add_chat_arguments
+
+    add_chat_arguments(chat)
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 
@@ -130,6 +166,30 @@ def cmd_bench_rollout(args: argparse.Namespace, overrides: list[str]) -> int:
     if overrides:
         raise ConfigError(f"unexpected arguments: {' '.join(overrides)}")
     from ponder.bench.rollout import run
+
+    return run(args)
+
+
+def cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"unexpected arguments: {' '.join(overrides)}")
+    from ponder.evaluate.benchmark import run
+
+    return run(args)
+
+
+def cmd_serve(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"unexpected arguments: {' '.join(overrides)}")
+    from ponder.serve import run
+
+    return run(args)
+
+
+def cmd_chat(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ConfigError(f"unexpected arguments: {' '.join(overrides)}")
+    from ponder.chat import run
 
     return run(args)
 

@@ -230,3 +230,22 @@ def test_unsupported_architectures_are_named():
     windowed = MistralForCausalLM(MistralConfig(**_COMMON, sliding_window=16))
     assert "sliding-window" in unsupported_reason(windowed)
     assert unsupported_reason(_family("qwen3")) is None
+
+
+@pytest.mark.parametrize("overlap", [False, True])  # True: the GPU's overlapped decode, run on the CPU
+def test_on_token_reports_exactly_the_returned_tokens(tiny, overlap):
+    model, tok = tiny
+    prompts = [p for p in _prompts(tok) for _ in range(2)]
+    limits = [24, 24, 7, 24, 24, 24, 24, 2]
+    # a small cache: preemption recomputes sequences, which must not report their tokens twice
+    kw = dict(num_blocks=24, block_size=4, max_batch=6, overlap=overlap)
+    free = Engine(model, tok, **kw).generate(prompts, SAMPLE, seed=3)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=24, stop=[free[1].text[5:7]])  # one stops early
+    plain = Engine(model, tok, **kw).generate(prompts, sampling, seed=3, max_new_tokens=limits)
+    engine = Engine(model, tok, **kw)
+    seen: list[list[int]] = [[] for _ in prompts]
+    outs = engine.generate(
+        prompts, sampling, seed=3, max_new_tokens=limits, on_token=lambda i, t: seen[i].append(t)
+    )
+    assert seen == [o.token_ids for o in outs] == [o.token_ids for o in plain]
+    assert engine.stats.preemptions > 0 and any(o.finished for o in outs)  # both paths were exercised

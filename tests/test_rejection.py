@@ -200,6 +200,7 @@ def test_mix_counts_round_half_up():
     assert MixConfig("g.jsonl", fraction=0.25).count(6) == 2  # 2 of 8 rows
     assert MixConfig("g.jsonl", fraction=0.25).count(5) == 2  # 1.67
     assert MixConfig().count(10) == 0
+    assert MixConfig("g.jsonl", rows=3).count(0) == MixConfig("g.jsonl", rows=3).count(10) == 3  # fixed
 
 
 def test_prompt_response_style_with_a_system_message_and_a_template(tmp_path):
@@ -233,6 +234,8 @@ def test_config_errors_name_the_key(tmp_path):
         "--filters.cap_prefer=longest": "filters.cap_prefer",
         "--mix.fraction=1.0": "mix.fraction",
         "--mix.fraction=0.2": "mix.ratio and mix.fraction",
+        "--mix.rows=2": "mix.ratio and mix.rows",
+        "--mix.rows=-1": "mix.rows",
         "--output.template={answer}": "output.template",
         "--output.style=chatml": "output.style",
         "--rejection.samples_per_prompt=0": "rejection.samples_per_prompt",

@@ -22,10 +22,16 @@ def render_prompt(question: str, tokenizer, cfg: PromptConfig) -> str:
             "prompt.mode = 'chat' needs a tokenizer with a chat template; this model has none. "
             "Use --prompt.mode=r1_zero for base models."
         )
-    messages = [{"role": "system", "content": cfg.system}] if cfg.system else []
-    messages.append({"role": "user", "content": user})
+    messages = chat_messages(question, cfg)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + cfg.prefill
+
+
+def chat_messages(question: str, cfg: PromptConfig) -> list[dict[str, str]]:
+    """The conversation of `chat` mode, [system?, user], without the prefill: what an API teacher is sent
+    (its server applies its own chat template; a chat API cannot prefill the assistant turn)."""
+    system = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    return [*system, {"role": "user", "content": cfg.instruction.format(question=question)}]
 
 
 def response_text(prefill: str, completion: str) -> str:

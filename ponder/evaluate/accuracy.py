@@ -14,15 +14,16 @@ from typing import Any
 
 from ponder.config import PromptConfig, SamplingConfig
 from ponder.data.tasks import Item
-from ponder.data.templates import render_prompt
+from ponder.data.templates import chat_messages, render_prompt
 from ponder.rewards import score_all
 from ponder.rollout.base import Generator
+from ponder.rollout.openai_api import ChatGenerator
 
 METRICS = {"accuracy": 1.0, "accuracy_lenient": 1.0, "format": 1.0, "language_consistency": 1.0}
 
 
 def evaluate_items(
-    generator: Generator,
+    generator: Generator | ChatGenerator,
     tokenizer,
     items: list[Item],
     prompt: PromptConfig,
@@ -30,23 +31,30 @@ def evaluate_items(
     samples: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Generate `samples` responses per item and average the rule metrics; also returns the responses."""
+    """Generate `samples` responses per item and average the rule metrics; also returns the responses.
+    A `ChatGenerator` (a teacher over HTTP, `tokenizer` unused) is sent the conversations instead; a chat
+    API cannot prefill, so its responses are judged as written."""
     if sampling.temperature == 0:
         samples = 1  # greedy: k copies would agree
-    ids = [
-        tokenizer(render_prompt(it.prompt, tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        for it in items
-    ]
-    prompts = [p for p in ids for _ in range(samples)]
-    completions = generator.generate(prompts, sampling, seed)
+    if isinstance(generator, ChatGenerator):
+        chats = [chat_messages(it.prompt, prompt) for it in items]
+        completions = generator.generate_chat([c for c in chats for _ in range(samples)], sampling, seed)
+        prefill = ""
+    else:
+        ids = [
+            tokenizer(render_prompt(it.prompt, tokenizer, prompt), add_special_tokens=False)["input_ids"]
+            for it in items
+        ]
+        completions = generator.generate([p for p in ids for _ in range(samples)], sampling, seed)
+        prefill = prompt.prefill
     rows = []
     for i, c in enumerate(completions):
         item = items[i // samples]
-        s = score_all(prompt.prefill + c.text, item.ref, METRICS)
+        s = score_all(prefill + c.text, item.ref, METRICS)
         rows.append(
             {
                 "id": item.id,
-                "response": prompt.prefill + c.text,
+                "response": prefill + c.text,
                 "answer": item.ref.answer,
                 "tokens": len(c.token_ids),
                 "finished": bool(c.finished),

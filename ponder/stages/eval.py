@@ -10,6 +10,10 @@ it measures a stage's model, e.g. GSM8K test accuracy after every stage:
     task = { name = "file", args = { path = "../shared/data/gsm8k_test.jsonl", format = "gsm8k" } }
     samples = 4
 
+A model behind an OpenAI-compatible server (a teacher to distill from) is evaluated with
+`teacher = { url = "http://HOST:PORT/v1", model = "NAME" }` in place of `model` (`ponder.rollout.openai_api`;
+it is sent the conversation, so `prompt.prefill` does not apply).
+
 Writes `results.jsonl` (one row per sample) and `summary.json`.
 """
 
@@ -38,6 +42,7 @@ from ponder.evaluate import evaluate_items
 from ponder.evaluate.metrics import mean_ci95 as interval  # moved there; the name stays
 from ponder.model import load_model
 from ponder.rollout.factory import make_generator
+from ponder.rollout.openai_api import TeacherConfig
 
 AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,9 +50,10 @@ AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 @dataclass(frozen=True)
 class EvalStageConfig:
     """`size` items of `task` (0: a file task's every row), `samples` per item with `sampling` (R1's
-    defaults: temperature 0.6, top-p 0.95), prompts rendered by `prompt`."""
+    defaults: temperature 0.6, top-p 0.95), prompts rendered by `prompt`; of `model` or of `teacher`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     sampling: SamplingConfig = field(
@@ -63,33 +69,25 @@ class EvalStageConfig:
         check_positive("samples", self.samples)
         if self.size == 0 and self.task.name != "file":
             raise ConfigError(f"size = 0 (every row) needs a file task, not task.name = {self.task.name!r}")
+        self.teacher.check_alone(self.model)
 
 
 def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate, write results.jsonl and summary.json, return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
-    model.eval()
     task = build_task(cfg.task.name, **cfg.task.args)
     items = list(islice(task.items(cfg.seed), cfg.size or len(task)))
-    longest = max(
-        len(tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt))["input_ids"]) for it in items
-    )
-    generator = make_generator(
-        model,
-        tokenizer,
-        cfg.rollout,
-        AUTOCAST[cfg.model.autocast],
-        len(items) * cfg.samples,
-        longest + cfg.sampling.max_new_tokens,
-    )
+    if cfg.teacher.url:
+        generator, tokenizer = cfg.teacher.build(), None
+    else:
+        generator, tokenizer = _local_generator(cfg, items)
     result = evaluate_items(generator, tokenizer, items, cfg.prompt, cfg.sampling, cfg.samples, cfg.seed)
     rows = result["rows"]
     with (run_dir / "results.jsonl").open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     k = result["samples"]
-    summary: dict[str, Any] = {"items": len(items), "samples": k, "model": cfg.model.name}
+    summary: dict[str, Any] = {"items": len(items), "samples": k, "model": cfg.teacher.source(cfg.model)}
     pairs = (
         ("pass@1", "accuracy_lenient"),
         ("accuracy", "accuracy"),
@@ -102,6 +100,26 @@ def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
         mean, half = interval(per_item)
         summary[key], summary[f"{key}_ci95"] = mean, half
     summary["response_len_mean"] = result["response_len_mean"]
+    if cfg.teacher.url:  # a chat API returns text, not tokens: no token count to report
+        summary["response_len_mean"] = None
     summary["truncated"] = sum(not r["finished"] for r in rows) / max(1, len(rows))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _local_generator(cfg: EvalStageConfig, items: list) -> tuple[Any, Any]:
+    """(generator, tokenizer) over `cfg.model`, its KV cache sized for every sample at once."""
+    model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
+    model.eval()
+    longest = max(
+        len(tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt))["input_ids"]) for it in items
+    )
+    generator = make_generator(
+        model,
+        tokenizer,
+        cfg.rollout,
+        AUTOCAST[cfg.model.autocast],
+        len(items) * cfg.samples,
+        longest + cfg.sampling.max_new_tokens,
+    )
+    return generator, tokenizer

@@ -9,15 +9,21 @@ ones, dropping "chain-of-thought with mixed languages, long paragraphs, and code
 SFT data; the SFT stage then trains the *base* model on the result (R1: 600k reasoning + 200k
 non-reasoning samples, two epochs). Steps:
   1. the first `rejection.prompts` distinct items of the task, rendered like GRPO's prompts;
-  2. n samples each with ponder's engine (transformers generate for architectures it cannot run);
+  2. n samples each with ponder's engine (transformers generate for architectures it cannot run), or from
+     a teacher behind an OpenAI-compatible server (`teacher`, see below);
   3. the filter pipeline of `ponder.data.filters` in `filters.order`, then the optional per-prompt cap;
   4. each kept response rewritten by `output.template` (reasoning, then the answer as a short summary);
   5. general rows from `mix.path` (self-instruct / alpaca / prompt-response records), `mix.ratio` per
-     reasoning row (or a `mix.fraction` of all rows);
+     reasoning row (or a `mix.fraction` of all rows, or a fixed number `mix.rows`);
   6. `data.jsonl` (SFT-ready rows with provenance), `stats.json`, `rejected.jsonl`, `config.toml`.
 Departures from R1: it also used a generative reward model (DeepSeek-V3) to judge prompts without a rule
 check, and V3 to write CoTs for some non-reasoning prompts; here only rule-checked tasks are sampled and the
 general rows are used as they are, without a CoT.
+
+Distillation (R1 section 2.4: a strong model's verified samples, SFT alone makes a small model reason): the
+samples come from `teacher = { url = "http://HOST:PORT/v1", model = "NAME" }` (`ponder.rollout.openai_api`)
+instead of `model`: the teacher is sent the conversation (system prompt, then the user turn), applies its own
+chat template, and its response is taken as written (`prompt.prefill` does not apply to a chat API).
 """
 
 from __future__ import annotations
@@ -62,10 +68,11 @@ from ponder.data.filters import (
     split_response,
 )
 from ponder.data.tasks import Item, build_task
-from ponder.data.templates import render_prompt
+from ponder.data.templates import chat_messages, render_prompt
 from ponder.model import load_model, pick_device
 from ponder.rollout import Generator
 from ponder.rollout.factory import make_generator
+from ponder.rollout.openai_api import ChatGenerator, TeacherConfig
 
 DEFAULT_ORDER = (
     "malformed",
@@ -152,26 +159,34 @@ class FilterConfig:
 class MixConfig:
     """[mix]: non-reasoning SFT rows from `path` (JSONL/JSON/CSV/Parquet: self-instruct records with
     `instruction` and `instances` [{input, output}], alpaca `instruction`/`input`/`output`, or
-    `prompt`/`response`). Either `ratio` general rows per kept reasoning row (R1: 200k / 600k = 1/3), or a
-    `fraction` of all rows (R1: 0.25); never more rows than the file has (no repeats)."""
+    `prompt`/`response`). Either `ratio` general rows per kept reasoning row (R1: 200k / 600k = 1/3), a
+    `fraction` of all rows (R1: 0.25), or a fixed number of `rows` (whatever was kept: a weak teacher's run
+    still yields a dataset); never more rows than the file has (no repeats)."""
 
     path: str = ""
     ratio: float = 0.0
     fraction: float = 0.0
+    rows: int = 0
 
     def __post_init__(self) -> None:
         check_positive("mix.ratio", self.ratio, allow_zero=True)
+        check_positive("mix.rows", self.rows, allow_zero=True)
         if not 0 <= self.fraction < 1:
             raise ConfigError(f"mix.fraction = {self.fraction!r} is not allowed; it must be in [0, 1)")
-        if self.ratio and self.fraction:
-            raise ConfigError("mix.ratio and mix.fraction are both set; set one of them")
-        if self.path and not (self.ratio or self.fraction):
-            raise ConfigError(f"mix.path = {self.path!r} is set but mix.ratio and mix.fraction are 0")
-        if not self.path and (self.ratio or self.fraction):
-            raise ConfigError("mix.ratio / mix.fraction are set but mix.path is empty")
+        chosen = [f"mix.{k}" for k in ("ratio", "fraction", "rows") if getattr(self, k)]
+        if len(chosen) > 1:
+            raise ConfigError(f"{' and '.join(chosen)} are set; set one of mix.ratio, mix.fraction, mix.rows")
+        if self.path and not (self.ratio or self.fraction or self.rows):
+            raise ConfigError(
+                f"mix.path = {self.path!r} is set but mix.ratio, mix.fraction and mix.rows are 0"
+            )
+        if not self.path and (self.ratio or self.fraction or self.rows):
+            raise ConfigError("mix.ratio / mix.fraction / mix.rows are set but mix.path is empty")
 
     def count(self, reasoning_rows: int) -> int:
         """General rows wanted for `reasoning_rows` reasoning rows (rounded half up)."""
+        if self.rows:
+            return self.rows
         per_row = self.ratio or self.fraction / (1 - self.fraction)
         return int(per_row * reasoning_rows + 0.5)
 
@@ -196,10 +211,12 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class RejectionConfig:
-    """The whole stage. `model.name` is the checkpoint to sample (a run's checkpoints/step-N, an alias);
-    `task`, `prompt` and `rollout` read as in GRPO recipes."""
+    """The whole stage. `model.name` is the checkpoint to sample (a run's checkpoints/step-N, an alias), or
+    `teacher` an OpenAI-compatible server to sample instead (set one of them); `task`, `prompt` and
+    `rollout` read as in GRPO recipes."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     sampling: SamplingConfig = field(
@@ -226,6 +243,7 @@ class RejectionConfig:
             raise ConfigError(
                 "rollout.backend = 'vllm' is not supported by rejection sampling; use 'ponder' or 'hf'"
             )
+        self.teacher.check_alone(self.model)
 
 
 def load_rejection_config(
@@ -239,11 +257,13 @@ def load_rejection_config(
 # --------------------------------------------------------------------------------------------- the stage
 
 
-def run_rejection(cfg: RejectionConfig, run_dir: Path, generator: Generator | None = None) -> dict[str, Any]:
+def run_rejection(
+    cfg: RejectionConfig, run_dir: Path, generator: Generator | ChatGenerator | None = None
+) -> dict[str, Any]:
     """Sample, filter, mix and write `run_dir/data.jsonl` and `run_dir/stats.json`; returns the stats.
 
-    `generator` replaces the one built over `cfg.model` (tests pass a scripted one); the model's tokenizer
-    still renders the prompts.
+    `generator` replaces the one built over `cfg.model` or `cfg.teacher` (tests pass a scripted one); a
+    local model's tokenizer still renders the prompts.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -253,14 +273,7 @@ def run_rejection(cfg: RejectionConfig, run_dir: Path, generator: Generator | No
         torch.set_num_threads(cfg.rejection.threads)
     task = build_task(cfg.task.name, **cfg.task.args)
     items = draw_items(task, cfg.rejection.prompts, cfg.rejection.seed)
-    model, tokenizer = load_model(
-        cfg.model.name, dtype=cfg.model.dtype, device=str(pick_device(cfg.model.device))
-    )
-    prompts = [
-        tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt), add_special_tokens=False)["input_ids"]
-        for it in items
-    ]
-    generator = generator or build_generator(cfg, model, tokenizer, max(map(len, prompts)))
+    generator, prompts = prepare_sampling(cfg, items, generator)
     samples = sample_all(cfg, generator, items, prompts)
     t1 = time.perf_counter()
     with ThreadPoolExecutor(cfg.rejection.workers, thread_name_prefix="filter") as pool:
@@ -277,6 +290,12 @@ def run_rejection(cfg: RejectionConfig, run_dir: Path, generator: Generator | No
         _write_jsonl(run_dir / "rejected.jsonl", [_rejected_row(r) for r in result.rejected])
     stats = summarize(cfg, items, samples, result, rows, general, available)
     stats["task"] = task.describe()
+    if cfg.teacher.url and hasattr(generator, "usage"):  # requests made, tokens the server counted
+        stats["teacher"] = {
+            "url": cfg.teacher.url,
+            "model": getattr(generator, "model", ""),
+            **generator.usage,
+        }
     stats["time"] = {"sample": t1 - t0, "filter": t2 - t1, "total": time.perf_counter() - t0}
     (run_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     if cfg.rejection.progress:
@@ -297,6 +316,23 @@ def draw_items(task: Any, count: int, seed: int) -> list[Item]:
     return items
 
 
+def prepare_sampling(
+    cfg: RejectionConfig, items: list[Item], generator: Generator | ChatGenerator | None = None
+) -> tuple[Generator | ChatGenerator, list[Any]]:
+    """The generator and the prompts it takes: conversations for a teacher over HTTP, token ids of the
+    rendered prompts (`prompt.mode`, `prompt.prefill`) for a local model."""
+    if cfg.teacher.url:
+        return generator or cfg.teacher.build(), [chat_messages(it.prompt, cfg.prompt) for it in items]
+    model, tokenizer = load_model(
+        cfg.model.name, dtype=cfg.model.dtype, device=str(pick_device(cfg.model.device))
+    )
+    prompts = [
+        tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt), add_special_tokens=False)["input_ids"]
+        for it in items
+    ]
+    return generator or build_generator(cfg, model, tokenizer, max(map(len, prompts))), prompts
+
+
 def build_generator(
     cfg: RejectionConfig, model: torch.nn.Module, tokenizer, longest_prompt: int
 ) -> Generator:
@@ -312,14 +348,17 @@ def build_generator(
 
 def _chunk_prompts(cfg: RejectionConfig) -> int:
     """Prompts per `generate` call: two engine batches' worth, so the progress bar moves and the batch
-    stays full while a call's last sequences finish."""
+    stays full while a call's last sequences finish (a teacher: four rounds of concurrent requests)."""
+    if cfg.teacher.url:
+        return 4 * cfg.teacher.concurrency
     return max(1, 2 * cfg.rollout.max_batch // cfg.rejection.samples_per_prompt)
 
 
 def sample_all(
-    cfg: RejectionConfig, generator: Generator, items: list[Item], prompts: list[list[int]]
+    cfg: RejectionConfig, generator: Generator | ChatGenerator, items: list[Item], prompts: list[Any]
 ) -> list[Sample]:
-    """n samples of every item, in item order then sample index, with a progress bar over prompts."""
+    """n samples of every item, in item order then sample index, with a progress bar over prompts.
+    `prompts` are token ids for a `Generator`, conversations for a `ChatGenerator` (a teacher)."""
     n, chunk = cfg.rejection.samples_per_prompt, _chunk_prompts(cfg)
     samples: list[Sample] = []
     columns = (
@@ -333,12 +372,15 @@ def sample_all(
         bar = progress.add_task("sampling", total=len(items))
         for start in range(0, len(items), chunk):
             batch = items[start : start + chunk]
-            repeated = [ids for ids in prompts[start : start + chunk] for _ in range(n)]
+            repeated = [p for p in prompts[start : start + chunk] for _ in range(n)]
             seed = cfg.rejection.seed * 1_000_003 + start
-            completions = generator.generate(repeated, cfg.sampling, seed)
+            if isinstance(generator, ChatGenerator):  # a chat API cannot prefill: the text is the whole turn
+                completions, prefill = generator.generate_chat(repeated, cfg.sampling, seed), ""
+            else:
+                completions, prefill = generator.generate(repeated, cfg.sampling, seed), cfg.prompt.prefill
             for k, c in enumerate(completions):
                 item = batch[k // n]
-                response = cfg.prompt.prefill + c.text  # what the rewards judge: the whole assistant turn
+                response = prefill + c.text  # what the rewards judge: the whole assistant turn
                 samples.append(Sample(item.id, k % n, response, item.ref, len(c.token_ids), c.finished))
             progress.advance(bar, len(batch))
     return samples
@@ -372,7 +414,7 @@ def reasoning_row(cfg: RejectionConfig, item: Item, sample: Sample, source: str)
         "kind": "reasoning",
         "prompt_id": item.id,
         "sample_index": sample.index,
-        "model": cfg.model.name,
+        "model": cfg.teacher.source(cfg.model),
         "seed": cfg.rejection.seed,
         "source": source,
         "reference": item.ref.answer,
@@ -478,7 +520,7 @@ def summarize(
     parts = [split_response(s.response) for s in result.kept]
     content = [_assistant(row) for row in rows]
     return {
-        "model": cfg.model.name,
+        "model": cfg.teacher.source(cfg.model),
         "seed": cfg.rejection.seed,
         "prompts": len(items),
         "samples_per_prompt": cfg.rejection.samples_per_prompt,

@@ -19,6 +19,7 @@ prefilled over several steps while the running sequences keep decoding.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -112,10 +113,14 @@ class Engine:
         sampling: SamplingConfig,
         seed: int,
         max_new_tokens: list[int] | None = None,
+        on_token: Callable[[int, int], None] | None = None,
     ) -> list[Completion]:
         """One completion per prompt (the `Generator` protocol), with per-token `logprobs`.
 
         `max_new_tokens` optionally gives each prompt its own length limit (else `sampling.max_new_tokens`).
+        `on_token(index, token_id)`, when given, is called on the host as each token of prompt `index`'s
+        completion is accepted, in order (the speculated token of an overlapped step that a stop made
+        obsolete is never reported), so streaming sees exactly the returned `token_ids`.
         """
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
@@ -126,7 +131,7 @@ class Engine:
         with torch.autocast(
             self.runner.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
         ):
-            return self._generate(prompt_ids, sampling, seed, max_new_tokens)
+            return self._generate(prompt_ids, sampling, seed, max_new_tokens, on_token)
 
     def _generate(
         self,
@@ -134,6 +139,7 @@ class Engine:
         sampling: SamplingConfig,
         seed: int,
         max_new_tokens: list[int] | None,
+        on_token: Callable[[int, int], None] | None,
     ) -> list[Completion]:
         self.stats = EngineStats()
         cache = self._cache()
@@ -154,6 +160,7 @@ class Engine:
             stop_text,
             self.max_prefill_tokens,
             self.prefix_cache,
+            on_token,
         )
         for group in _groups(seqs, self.max_batch):
             sched.add(group)

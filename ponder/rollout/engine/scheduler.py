@@ -80,6 +80,7 @@ class Scheduler:
         stop_text: Callable[[list[int]], bool] | None = None,
         max_prefill_tokens: int = 8192,
         prefix_cache: bool = False,
+        on_token: Callable[[int, int], None] | None = None,
     ) -> None:
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
@@ -90,6 +91,7 @@ class Scheduler:
         self.stop_text = stop_text  # True when a completion ends with a stop string
         self.max_prefill_tokens = max_prefill_tokens
         self.prefix_cache = prefix_cache
+        self.on_token = on_token  # (seq.index, token) for every accepted token: streaming
         self.waiting: deque[list[Sequence]] = deque()
         self.prefilling: list[_Admitted] = []  # in admission order
         self.running: list[Sequence] = []  # in admission order: the last one is preempted first
@@ -261,6 +263,8 @@ class Scheduler:
     def _append(self, seq: Sequence, token: int, logp: float) -> None:
         seq.tokens.append(token)
         seq.logprobs.append(logp)
+        if self.on_token is not None:
+            self.on_token(seq.index, token)
         seq.finished = token in self.stop_ids or (
             self.stop_text is not None and self.stop_text(seq.completion)
         )
