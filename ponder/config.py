@@ -9,14 +9,20 @@ suggest the closest known one. `dump_toml(config)` writes the resolved config in
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from ponder.schema import (  # noqa: F401  (re-exported: stages and tests import them from here)
+    ConfigError,
+    build_dataclass,
+    check_choice,
+    check_positive,
+    merge_tables,
+    parse_overrides,
+    read_toml,
+    toml_value,
+)
 
 R1_ZERO_SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -25,21 +31,6 @@ R1_ZERO_SYSTEM = (
     "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
     "<answer> answer here </answer>."
 )
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema; the message names the key."""
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
-
-
-def _positive(key: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key} = {value!r} is not allowed; it must be {bound}")
 
 
 @dataclass(frozen=True)
@@ -60,9 +51,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        _choice("model.autocast", self.autocast, ("none", "bfloat16", "float16"))
-        _choice("model.attention", self.attention, ("default", "sdpa", "eager"))
+        check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        check_choice("model.autocast", self.autocast, ("none", "bfloat16", "float16"))
+        check_choice("model.attention", self.attention, ("default", "sdpa", "eager"))
 
 
 TASK_NAMES = ("arithmetic", "countdown", "linear", "file")
@@ -90,11 +81,11 @@ class MixEntry:
     def validate(self, key: str) -> None:
         if not self.name:
             raise ConfigError(f"{key}.name is missing; choose one of {', '.join(map(repr, MIX_TASK_NAMES))}")
-        _choice(f"{key}.name", self.name, MIX_TASK_NAMES)
+        check_choice(f"{key}.name", self.name, MIX_TASK_NAMES)
         if not 0 < self.weight < 1:
             raise ConfigError(f"{key}.weight = {self.weight!r} is not allowed; it must be in (0, 1)")
         if self.kind:
-            _choice(f"{key}.kind", self.kind, KINDS)
+            check_choice(f"{key}.kind", self.kind, KINDS)
 
 
 @dataclass(frozen=True)
@@ -119,7 +110,7 @@ class TaskConfig:
     mix: list[MixEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _choice("task.name", self.name, TASK_NAMES)
+        check_choice("task.name", self.name, TASK_NAMES)
         for i, entry in enumerate(self.mix):
             entry.validate(f"task.mix[{i}]")
         total = sum(entry.weight for entry in self.mix)
@@ -141,15 +132,20 @@ class PromptConfig:
     mode `r1_zero`: the paper's plain User/Assistant template for base models; `chat`: the tokenizer's chat
     template with `system` as the system message. `prefill` is appended after the assistant turn starts
     (the R1-Zero template ends with "Assistant: <think>"), and counts as part of the response for rewards.
+    `examples`: a JSONL file of worked examples (`prompt`, `response` fields, e.g. a `cot_data` stage's
+    `data.jsonl`); its first `num_examples` rows go before the question as earlier turns (few-shot).
     """
 
     mode: str = "chat"
     system: str = R1_ZERO_SYSTEM
     instruction: str = "{question}"
     prefill: str = "<think>"
+    examples: str = ""
+    num_examples: int = 2
 
     def __post_init__(self) -> None:
-        _choice("prompt.mode", self.mode, ("r1_zero", "chat"))
+        check_choice("prompt.mode", self.mode, ("r1_zero", "chat"))
+        check_positive("prompt.num_examples", self.num_examples, allow_zero=True)
         if "{question}" not in self.instruction:
             raise ConfigError(f"prompt.instruction = {self.instruction!r} must contain '{{question}}'")
 
@@ -183,9 +179,9 @@ class RewardModelSpec:
                 f"{key}.target is missing; choose 'answer' (the summary only: helpfulness) or 'all' "
                 "(the whole response: harmlessness)"
             )
-        _choice(f"{key}.target", self.target, REWARD_MODEL_TARGETS)
-        _positive(f"{key}.batch_size", self.batch_size)
-        _positive(f"{key}.max_length", self.max_length)
+        check_choice(f"{key}.target", self.target, REWARD_MODEL_TARGETS)
+        check_positive(f"{key}.batch_size", self.batch_size)
+        check_positive(f"{key}.max_length", self.max_length)
 
 
 @dataclass(frozen=True)
@@ -217,7 +213,7 @@ class RewardConfig:
     models_last_steps: int = 0
 
     def __post_init__(self) -> None:
-        _positive("reward.workers", self.workers)
+        check_positive("reward.workers", self.workers)
         if not 0 <= self.max_unscorable <= 1:
             raise ConfigError(
                 f"reward.max_unscorable = {self.max_unscorable!r} is not allowed; it must be in [0, 1]"
@@ -232,7 +228,7 @@ class RewardConfig:
                     "reward.general_weights); name the reward model something else, e.g. 'helpful'"
                 )
             spec.validate(key)
-        _positive("reward.models_last_steps", self.models_last_steps, allow_zero=True)
+        check_positive("reward.models_last_steps", self.models_last_steps, allow_zero=True)
         if self.models_last_steps and not self.models:
             raise ConfigError(
                 f"reward.models_last_steps = {self.models_last_steps} but reward.models is empty; "
@@ -253,11 +249,11 @@ class SamplingConfig:
     stop: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _positive("sampling.temperature", self.temperature, allow_zero=True)  # 0 = greedy (evaluation)
+        check_positive("sampling.temperature", self.temperature, allow_zero=True)  # 0 = greedy (evaluation)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"sampling.top_p = {self.top_p!r} is not allowed; it must be in (0, 1]")
-        _positive("sampling.top_k", self.top_k, allow_zero=True)
-        _positive("sampling.max_new_tokens", self.max_new_tokens)
+        check_positive("sampling.top_k", self.top_k, allow_zero=True)
+        check_positive("sampling.max_new_tokens", self.max_new_tokens)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ConfigError(
                 f"sampling.min_new_tokens = {self.min_new_tokens!r} is not allowed; it must be in "
@@ -295,11 +291,11 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
-        _choice("rollout.backend", self.backend, ("hf", "ponder", "vllm"))
-        _choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
+        check_choice("rollout.backend", self.backend, ("hf", "ponder", "vllm"))
+        check_choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
         for key in ("max_batch", "block_size", "max_prefill_tokens"):
-            _positive(f"rollout.{key}", getattr(self, key))
-        _positive("rollout.num_blocks", self.num_blocks, allow_zero=True)  # 0 = sized automatically
+            check_positive(f"rollout.{key}", getattr(self, key))
+        check_positive("rollout.num_blocks", self.num_blocks, allow_zero=True)  # 0 = sized automatically
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"rollout.gpu_memory_utilization = {self.gpu_memory_utilization!r} is not allowed; "
@@ -340,15 +336,15 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         for key in ("steps", "prompts_per_step", "group_size", "inner_updates", "micro_batch_size"):
-            _positive(f"grpo.{key}", getattr(self, key))
+            check_positive(f"grpo.{key}", getattr(self, key))
         if self.group_size < 2:
             raise ConfigError(f"grpo.group_size = {self.group_size} is not allowed; GRPO needs >= 2")
-        _choice("grpo.advantage", self.advantage, ("grpo", "dr_grpo", "rloo"))
-        _choice("grpo.loss", self.loss, ("grpo", "dapo", "dr_grpo"))
-        _choice("grpo.kl", self.kl, ("k1", "k2", "k3"))
-        _choice("grpo.truncation", self.truncation, ("none", "mask", "penalty"))
+        check_choice("grpo.advantage", self.advantage, ("grpo", "dr_grpo", "rloo"))
+        check_choice("grpo.loss", self.loss, ("grpo", "dapo", "dr_grpo"))
+        check_choice("grpo.kl", self.kl, ("k1", "k2", "k3"))
+        check_choice("grpo.truncation", self.truncation, ("none", "mask", "penalty"))
         for key in ("eps_low", "eps_high", "beta", "ref_reset_every", "overlong_buffer", "max_refills"):
-            _positive(f"grpo.{key}", getattr(self, key), allow_zero=True)
+            check_positive(f"grpo.{key}", getattr(self, key), allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -365,10 +361,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("optim.lr", self.lr)
-        _choice("optim.schedule", self.schedule, ("constant", "cosine"))
-        _positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
-        _positive("optim.max_grad_norm", self.max_grad_norm, allow_zero=True)
+        check_positive("optim.lr", self.lr)
+        check_choice("optim.schedule", self.schedule, ("constant", "cosine"))
+        check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
+        check_positive("optim.max_grad_norm", self.max_grad_norm, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -391,10 +387,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for key in ("size", "every", "max_new_tokens", "temperature"):
-            _positive(f"eval.{key}", getattr(self, key), allow_zero=True)
-        _positive("eval.samples", self.samples)
+            check_positive(f"eval.{key}", getattr(self, key), allow_zero=True)
+        check_positive("eval.samples", self.samples)
         if self.task:
-            _choice("eval.task", self.task, TASK_NAMES)
+            check_choice("eval.task", self.task, TASK_NAMES)
 
 
 @dataclass(frozen=True)
@@ -410,9 +406,9 @@ class RunConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        _positive("run.save_every", self.save_every, allow_zero=True)
-        _positive("run.keep_checkpoints", self.keep_checkpoints)
-        _positive("run.threads", self.threads, allow_zero=True)
+        check_positive("run.save_every", self.save_every, allow_zero=True)
+        check_positive("run.keep_checkpoints", self.keep_checkpoints)
+        check_positive("run.threads", self.threads, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -454,164 +450,20 @@ class Config:
             )
 
 
-# --------------------------------------------------------------------------------------------- parsing
-
-
-def _closest(name: str, options: list[str]) -> str:
-    near = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
-    return f" (did you mean '{near[0]}'?)" if near else ""
-
-
-def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """Check (and gently convert) one value against a field's annotated type."""
-    if dataclasses.is_dataclass(typ):  # a table inside a list or dict, e.g. task.mix[0], reward.models.x
-        if isinstance(value, typ):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a table like {{name = ...}}")
-        return _build(typ, value, f"{key}.")
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a table like {{name = 1.0}}")
-        _, vtyp = typing.get_args(typ)
-        return {k: _coerce(f"{key}.{k}", v, vtyp) for k, v in value.items()}
-    if typ is Any:
-        return value
-    if origin is list:
-        (item_type,) = typing.get_args(typ)
-        if not isinstance(value, list):
-            raise ConfigError(f'{key} = {value!r} is not allowed; it must be a list like ["a", "b"]')
-        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key} = {value!r} is not allowed; it must be true or false")
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be an integer")
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be an integer") from None
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a number") from None
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} = {value!r} is not allowed; it must be a string")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"unknown key '{full}'{_closest(key, names)}; known keys: {', '.join(names)}")
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):
-            if not isinstance(value, dict):
-                raise ConfigError(f"'{full}' must be a table ([{full}]), got {value!r}")
-            kwargs[key] = _build(typ, value, f"{full}.")
-        else:
-            kwargs[key] = _coerce(full, value, typ)
-    return cls(**kwargs)
-
-
-def _parse_value(text: str) -> Any:
-    """Parse an override value as TOML (numbers, booleans, strings, arrays, inline tables), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '--{dotted}': '{part}' is a value, not a table")
-    node[parts[-1]] = value
-
-
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """Turn `--section.key=value` arguments into a nested dict (values parsed as TOML)."""
-    data: dict[str, Any] = {}
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"override {arg!r} must look like --section.key=value")
-        dotted, text = arg[2:].split("=", 1)
-        _set_path(data, dotted, _parse_value(text))
-    return data
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
-    """Merge `extra` into `base`; tables deeper than `depth` levels are replaced whole."""
-    out = dict(base)
-    for key, value in extra.items():
-        if depth > 0 and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, depth - 1)
-        else:
-            out[key] = value
-    return out
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a syntax error names the file and line."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"recipe file not found: {path}") from None
-
-
-def check_choice(key: str, value: Any, allowed: tuple) -> None:
-    """Raise ConfigError naming `key` unless `value` is one of `allowed` (for stage configs)."""
-    _choice(key, value, allowed)
-
-
-def check_positive(key: str, value: float, allow_zero: bool = False) -> None:
-    """Raise ConfigError naming `key` unless `value` > 0 (or >= 0 with `allow_zero`)."""
-    _positive(key, value, allow_zero)
-
-
-def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Validate a nested dict into the config dataclass `cls`; errors name the key as `prefix` + key."""
-    return _build(cls, data, prefix)
-
-
-def merge_tables(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
-    """`extra` merged into `base`; tables deeper than `depth` levels are replaced whole."""
-    return _merge(base, extra, depth)
+# --------------------------------------------------------------------------------------------- loading
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested dict (recipe + overrides) into a Config."""
-    return _build(Config, data, "")
+    return build_dataclass(Config, data, "")
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a recipe file (or the defaults) and apply `--section.key=value` overrides."""
     # A recipe's table-valued fields (reward.weights, task.args) replace the defaults whole, so a recipe
     # says everything it means; overrides then change single keys inside them.
-    data = _merge(to_dict(Config()), read_toml(recipe) if recipe else {}, depth=1)
-    return config_from_dict(_merge(data, parse_overrides(overrides or []), depth=3))
+    data = merge_tables(to_dict(Config()), read_toml(recipe) if recipe else {}, depth=1)
+    return config_from_dict(merge_tables(data, parse_overrides(overrides or []), depth=3))
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -629,23 +481,9 @@ def dump_toml(config: Config) -> str:
             if isinstance(value, dict):
                 tables.append((key, value))
             else:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         for key, table in tables:
             lines.append(f"[{section}.{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"cannot write {value!r} to TOML")

@@ -30,3 +30,31 @@ def test_chat_mode_without_template_is_a_clear_error_on_cpu():
     tok.chat_template = None
     with pytest.raises(ValueError, match="--prompt.mode=r1_zero"):
         render_prompt("Q", tok, PromptConfig(mode="chat"))
+
+
+def test_few_shot_examples_come_first_as_earlier_turns(tmp_path):
+    import json
+
+    from ponder.config import ConfigError, PromptConfig
+    from ponder.data.templates import chat_messages, render_prompt
+
+    path = tmp_path / "shots.jsonl"
+    rows = [
+        {"prompt": "1 + 1", "response": "<think>1 + 1 = 2. Wait: 2 - 1 = 1.</think><answer>2</answer>"},
+        {"prompt": "2 + 2", "response": "<think>2 + 2 = 4</think><answer>4</answer>"},
+        {"prompt": "3 + 3", "response": "<think>6</think><answer>6</answer>"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = PromptConfig(mode="chat", system="S", examples=str(path), num_examples=2)
+    turns = chat_messages("5 + 5", cfg)
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert turns[1]["content"] == "1 + 1" and turns[2]["content"] == rows[0]["response"]
+    assert turns[-1]["content"] == "5 + 5" and "3 + 3" not in str(turns)
+    text = render_prompt("5 + 5", None, PromptConfig(mode="r1_zero", system="S", examples=str(path)))
+    assert text.index("User: 1 + 1") < text.index("User: 2 + 2") < text.index("User: 5 + 5")
+    assert text.endswith("Assistant: <think>")
+    path.write_text(json.dumps({"prompt": "x"}) + "\n")  # rewritten: read again, and the bad row is named
+    with pytest.raises(ConfigError, match=r"shots.jsonl:1: .*'prompt' and 'response'"):
+        chat_messages("5 + 5", cfg)
+    with pytest.raises(ConfigError, match="no such file"):
+        chat_messages("q", PromptConfig(examples=str(tmp_path / "none.jsonl")))
