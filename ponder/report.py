@@ -11,7 +11,7 @@ from typing import Any
 
 from ponder.train.metrics import mean_and_se, read_jsonl
 
-CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean")
+CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean", "reflection_frac")
 
 
 def learning_summary(
@@ -39,7 +39,7 @@ def summarize(run_dir: Path) -> str:
     if not rows:
         return f"{run_dir}: no steps logged"
     lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
-    for key in ("correct", "accuracy", "format", "reward"):
+    for key in ("correct", "accuracy", "format", "reward", "response_len_mean", "reflection_frac"):
         if key not in rows[0]:
             continue
         s = learning_summary(rows, key)
@@ -53,7 +53,11 @@ def summarize(run_dir: Path) -> str:
         a, b = ev[0], ev[-1]
         lines.append(
             f"  held-out ({a['n_items']} items x {a['samples']}, steps {a['step']} -> {b['step']}): "
-            + ", ".join(f"{k} {a[k]:.3f} -> {b[k]:.3f}" for k in ("correct", "accuracy", "format"))
+            + ", ".join(
+                f"{k} {a[k]:.3f} -> {b[k]:.3f}"
+                for k in ("correct", "accuracy", "format", "response_len_mean", "reflection")
+                if k in a and k in b
+            )
         )
     gen = sum(r["time_gen"] for r in rows)
     rew = sum(r["time_reward"] for r in rows)
@@ -66,7 +70,7 @@ def summarize(run_dir: Path) -> str:
 
 
 def plot(run_dir: Path) -> Path | None:
-    """Write `curves.png` (reward, accuracy, format, length per step); None when matplotlib is missing."""
+    """Write `curves.png` (reward, accuracy, format, length, reflection per step); None without matplotlib."""
     try:
         import matplotlib
 

@@ -87,8 +87,10 @@ def test_run_directory_contents(tmp_path):
         "time_reward",
         "time_train",
         "reward/tags",
+        "reflection_frac",
     }
     assert needed <= set(rows[0])
+    assert all(0.0 <= r["reflection_frac"] <= 1.0 for r in rows)
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert samples and {"prompt", "response", "scores", "answer"} <= set(samples[0])
     assert [p.name for p in checkpoint.checkpoints(tmp_path)] == ["step-2", "step-4"]

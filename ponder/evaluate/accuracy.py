@@ -15,6 +15,7 @@ from typing import Any
 from ponder.config import PromptConfig, SamplingConfig
 from ponder.data.tasks import Item
 from ponder.data.templates import chat_messages, render_prompt
+from ponder.evaluate.metrics import has_reflection
 from ponder.rewards import score_all
 from ponder.rollout.base import Generator
 from ponder.rollout.openai_api import ChatGenerator
@@ -69,5 +70,6 @@ def evaluate_items(
         "correct": sum(r["accuracy_lenient"] > 0 for r in rows) / n,
         "format": sum(r["format"] for r in rows) / n,
         "response_len_mean": sum(len(c.token_ids) for c in completions) / n,
+        "reflection": sum(has_reflection(r["response"]) for r in rows) / n,
         "rows": rows,
     }

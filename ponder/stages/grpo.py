@@ -36,6 +36,7 @@ from ponder.config import Config, ConfigError, dump_toml
 from ponder.data.tasks import Item, build_task, task_from_config
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
+from ponder.evaluate.metrics import has_reflection
 from ponder.model import copy_for_reference, load_model, pick_device, save_checkpoint
 from ponder.rewards.reward_model import RewardModelScorer
 from ponder.rewards.routing import GENERAL, PreferenceModel, RoutedRewards, kind_of, preference_active
@@ -418,6 +419,8 @@ class GRPOTrainer:
             "response_len_mean": sum(lengths) / len(lengths),
             "response_len_max": max(lengths),
             "truncated_frac": sum(not c.finished for c in batch.completions) / n,
+            # R1-Zero's "aha": the share of samples that stop to re-check ("wait", "let me verify", ...)
+            "reflection_frac": sum(has_reflection(c.text) for c in batch.completions) / n,
             "unscorable_frac": sum(math.isnan(s["total"]) for s in batch.scores) / n,
             "groups_kept": len(batch.items),
             "groups_dropped": batch.groups_dropped,
