@@ -58,3 +58,21 @@ def test_few_shot_examples_come_first_as_earlier_turns(tmp_path):
         chat_messages("5 + 5", cfg)
     with pytest.raises(ConfigError, match="no such file"):
         chat_messages("q", PromptConfig(examples=str(tmp_path / "none.jsonl")))
+
+
+def test_stop_ids_include_the_chat_templates_end_of_turn():
+    from types import SimpleNamespace
+
+    from ponder.rollout.base import stop_ids
+
+    class Tok:
+        eos_token_id = 1  # a tokenizer whose eos names the turn *start* token
+        chat_template = "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"
+
+        def get_vocab(self):
+            return {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
+    assert stop_ids(model, Tok()) == [1, 2]
+    Tok.chat_template = None
+    assert stop_ids(model, Tok()) == [1]

@@ -33,14 +33,24 @@ class Generator(Protocol):
         ...
 
 
+# End-of-turn markers of common chat templates: a chat model's turn ends with one even where the tokenizer's
+# eos names another token (e.g. a GGUF read by some transformers versions gives SmolLM2 eos <|im_start|>).
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
 def stop_ids(model: torch.nn.Module, tokenizer) -> list[int]:
-    """End-of-sequence ids from the tokenizer and the generation config (chat models often have two)."""
+    """End-of-sequence ids: the tokenizer's eos, the generation config's (chat models often have two), and
+    the end-of-turn marker the tokenizer's chat template writes, when it is a single token."""
     ids: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
         if isinstance(source, int):
             ids.add(source)
         elif source:
             ids.update(source)
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str):
+        vocab = tokenizer.get_vocab()
+        ids.update(vocab[m] for m in END_OF_TURN if m in template and m in vocab)
     if not ids:
         raise ValueError("the tokenizer has no eos token; set one so generation can stop")
     return sorted(ids)
