@@ -58,6 +58,22 @@ def test_paged_attention_matches_sdpa(q_lens, ctx_lens, heads, kv_heads, d, bs, 
     torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
 
 
+def test_paged_attention_takes_a_strided_q():
+    """q as a view of a packed qkv projection (rows with gaps): the result is the contiguous one's."""
+    q_lens, ctx_lens = [1, 6], [9, 6]
+    q, kc, vc, tables = _random_case(q_lens, ctx_lens, 4, 2, 16, 8, torch.float32, seed=3)
+    packed = torch.cat([q, torch.randn(q.shape[0], 4, 16)], dim=1)  # (N, 2H, D): q is the first half
+    meta = AttnMeta.build(q_lens, ctx_lens, tables, "cpu")
+    tile_seq, tile_off = tk.attention_tiles(q_lens, tk.block_q_for(4, 2, False), "cpu")
+    i32 = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
+    args = (kc, vc, meta.tables_BM.to(torch.int32), i32(ctx_lens), i32(meta.starts), i32(q_lens))
+    rest = (tile_seq, tile_off, tk.block_q_for(4, 2, False), 16**-0.5)
+    want = tk.paged_attention(q, *args, *rest)
+    torch.testing.assert_close(tk.paged_attention(packed[:, :4], *args, *rest), want)
+    with pytest.raises(ValueError, match="strides"):
+        tk.paged_attention(packed[:, :4], *args, *rest, out_NHD=torch.empty_like(q))
+
+
 def test_head_dim_must_be_power_of_two():
     q, kc, vc, tables = _random_case([1], [4], 2, 2, 24, 16, torch.float32)
     meta = AttnMeta.build([1], [4], tables, "cpu")

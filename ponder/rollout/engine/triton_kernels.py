@@ -161,7 +161,11 @@ def paged_attention(
     if d & (d - 1) or d < 16:
         raise ValueError(f"the Triton attention needs a power-of-two head_dim >= 16, got {d}")
     group = h // kvh
+    if out_NHD is None and not q_NHD.is_contiguous():
+        q_NHD = q_NHD.contiguous()  # the kernel indexes its output with q's strides
     o = out_NHD if out_NHD is not None else torch.empty_like(q_NHD)
+    if o.stride() != q_NHD.stride():
+        raise ValueError("paged_attention: out_NHD must have the strides of q_NHD (it may be q itself)")
     grid = (tile_seq_T.shape[0], kvh)
     _attn_kernel[grid](
         q_NHD,
