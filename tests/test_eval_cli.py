@@ -208,3 +208,11 @@ def test_bad_input_exits_2_naming_the_file_and_line(tmp_path, capsys):
         run_eval(tmp_path, data, "--model", "tiny:micro", "--format", "nonsense")
     assert exit_info.value.code == 2
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_a_second_data_file_is_an_error_not_silently_used(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", GSM8K)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--model", "tiny:micro", "--data", str(a), "--data", str(a)])
+    assert exc.value.code == 2
+    assert "--data given twice" in capsys.readouterr().err

@@ -60,11 +60,22 @@ from ponder.rollout.factory import make_generator
 AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is an error, not silently the one that counts."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(
+                f"{option_string} given twice; one benchmark per call (repeat --model to compare models)"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `ponder eval` options (R1's sampling defaults)."""
     a = parser.add_argument
     a("--model", action="append", required=True, metavar="M", help="model (repeat to compare several)")
-    a("--data", required=True, metavar="FILE", help="benchmark file (JSONL, JSON, Parquet, CSV)")
+    a("--data", required=True, action=_Once, metavar="FILE", help="benchmark file: JSONL, JSON, Parquet, CSV")
     a("--k", type=int, default=4, help="samples per problem (default 4)")
     a("--format", default="auto", choices=("auto", *FORMATS), help="answer format (default: detected)")
     a("--temperature", type=float, default=0.6, help="sampling temperature (R1: 0.6; 0 = greedy, k = 1)")
