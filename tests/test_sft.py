@@ -358,3 +358,16 @@ def test_missing_data_path_and_template_errors(tmp_path):
     tok.chat_template = None
     with pytest.raises(ConfigError, match="data.format = 'raw'"):
         load_examples(path, SFTDataConfig(path=str(path)), tok)
+
+
+def test_extra_paths_are_appended_to_the_training_rows(tmp_path):
+    first = _fruits(tmp_path)
+    second = _jsonl(tmp_path / "more.jsonl", [{"prompt": "colour of grass?", "response": "green"}] * 2)
+    cfg = _cfg(first, f"--data.extra_paths=[{json.dumps(str(second))}]", "--train.epochs=1")
+    trainer = SFTTrainer(cfg, tmp_path / "run")
+    alone = SFTTrainer(_cfg(first, "--train.epochs=1"), tmp_path / "alone")
+    assert len(trainer.train_set.examples) == len(alone.train_set.examples) + 2
+    with pytest.raises(DatasetError, match="nope.jsonl"):
+        SFTTrainer(
+            _cfg(first, f"--data.extra_paths=[{json.dumps(str(tmp_path / 'nope.jsonl'))}]"), tmp_path / "x"
+        )

@@ -66,11 +66,13 @@ AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.fl
 
 @dataclass(frozen=True)
 class SFTDataConfig:
-    """Training examples and how they become tokens. `path` is required; the held-out set is `eval_path`, or
-    a seeded `eval_fraction` of `path` (neither: no held-out loss). `system` is prepended to every example
-    (chat: as a system message when the row has none)."""
+    """Training examples and how they become tokens. `path` is required; `extra_paths` are more files of the
+    same shape, appended (e.g. rejection-sampled data plus the cold-start data). The held-out set is
+    `eval_path`, or a seeded `eval_fraction` of all training rows (neither: no held-out loss). `system` is
+    prepended to every example (chat: as a system message when the row has none)."""
 
     path: str = ""
+    extra_paths: list[str] = field(default_factory=list)
     format: str = "chat"
     messages_field: str = "messages"
     prompt_field: str = "prompt"
@@ -377,6 +379,11 @@ class SFTTrainer:
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.cfg.data
         train = load_examples(data.path, data, self.tokenizer)
+        for extra in data.extra_paths:
+            more = load_examples(extra, data, self.tokenizer)
+            train.examples += more.examples
+            train.truncated += more.truncated
+            train.dropped += more.dropped
         if data.eval_path:
             return train, load_examples(data.eval_path, data, self.tokenizer)
         if not data.eval_fraction:
