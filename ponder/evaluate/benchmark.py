@@ -48,6 +48,7 @@ from ponder.data.tasks import Item
 from ponder.data.templates import render_prompt
 from ponder.evaluate.metrics import has_reflection, mean_ci95, pass_at_k, pass_at_ks, vote_index
 from ponder.evaluate.problems import FORMATS, Problems, load_problems
+from ponder.model import AUTOCAST_DTYPES
 from ponder.model.load import ModelNotFoundError, load_model
 from ponder.rewards import Reference, Unscorable, get_checker
 from ponder.rewards.code import code_pass, extract_program
@@ -56,8 +57,6 @@ from ponder.rewards.math import extract_math_answer
 from ponder.rewards.rules import format_reward
 from ponder.rollout.base import Completion, Generator
 from ponder.rollout.factory import make_generator
-
-AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class _Once(argparse.Action):
@@ -91,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=0, help="sampling seed")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     a("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="parameter dtype")
-    a("--autocast", default="none", choices=tuple(AUTOCAST), help="mixed precision while generating")
+    a("--autocast", default="none", choices=tuple(AUTOCAST_DTYPES), help="mixed precision while generating")
     a("--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads scoring responses")
 
 
@@ -171,7 +170,7 @@ def evaluate_model(
         model,
         tokenizer,
         rollout,
-        AUTOCAST[args.autocast],
+        AUTOCAST_DTYPES[args.autocast],
         _chunk(args.max_batch, k) * k,
         max(map(len, ids)) + args.max_new_tokens,
     )

@@ -6,6 +6,7 @@ model, tokenizer = load_model("tiny")
 
 from ponder.model.load import (
     ALIASES,
+    AUTOCAST_DTYPES,
     SMOLLM2_INSTALL,
     ModelNotFoundError,
     copy_for_reference,
@@ -19,6 +20,7 @@ from ponder.model.tiny import TINY_PRESETS, TinyConfig, build_tiny_tokenizer
 
 __all__ = [
     "ALIASES",
+    "AUTOCAST_DTYPES",
     "SMOLLM2_INSTALL",
     "TINY_PRESETS",
     "ModelNotFoundError",

@@ -72,6 +72,14 @@ def smollm2_gguf_path() -> Path:
 ALIASES: dict[str, Callable[[], Path]] = {"smollm2-135m": smollm2_gguf_path}
 
 
+# `model.autocast` (and the stages' `autocast`) names -> the dtype torch.autocast runs in (None: off)
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "none": None,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
     """Map "float32" / "bf16" / "fp16" / ... (or a torch.dtype) to a torch.dtype."""
     if isinstance(name, torch.dtype):

@@ -25,8 +25,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ponder.config import (
     ConfigError,
     ModelConfig,
@@ -40,11 +38,9 @@ from ponder.data.tasks import build_task
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
 from ponder.evaluate.metrics import mean_ci95 as interval  # moved there; the name stays
-from ponder.model import load_model
+from ponder.model import AUTOCAST_DTYPES, load_model
 from ponder.rollout.factory import make_generator
 from ponder.rollout.openai_api import TeacherConfig
-
-AUTOCAST = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ def _local_generator(cfg: EvalStageConfig, items: list) -> tuple[Any, Any]:
         model,
         tokenizer,
         cfg.rollout,
-        AUTOCAST[cfg.model.autocast],
+        AUTOCAST_DTYPES[cfg.model.autocast],
         len(items) * cfg.samples,
         longest + cfg.sampling.max_new_tokens,
     )

@@ -53,7 +53,6 @@ from ponder.train.packing import Packed, completion_logits, pack
 # Logged every step even when not part of the reward. "correct" (derived from accuracy_lenient) counts a
 # response as right when its answer block is right or, with no answer tag at all, its last number is.
 ALWAYS_LOGGED = ("accuracy", "accuracy_lenient", "format")
-AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

@@ -47,13 +47,12 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from ponder.config import ConfigError, OptimConfig, build_dataclass
 from ponder.data.preferences import Pair, PreferenceDataError, read_pairs, split_pairs  # noqa: F401
-from ponder.model import load_model, pick_device, resolve_dtype, save_checkpoint
+from ponder.model import AUTOCAST_DTYPES, load_model, pick_device, resolve_dtype, save_checkpoint
 from ponder.rewards.reward_model import RewardModelScorer
 from ponder.train import checkpoint
 from ponder.train.metrics import JsonlWriter, StepProgress, read_jsonl, truncate_jsonl
 from ponder.train.optim import build_optimizer, build_scheduler
 
-AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Keys a resumed run may change: they do not change what is trained.
 RESUMABLE_CHANGES = ("progress", "threads", "device", "save_every", "keep_checkpoints", "eval_batch_size")
 # The files a run writes (a fresh run in a used directory replaces them, and nothing else).

@@ -52,14 +52,11 @@ from ponder.config import (
     to_dict,
 )
 from ponder.data.files import DatasetError, read_records
-from ponder.model import load_model, pick_device, save_checkpoint
+from ponder.model import AUTOCAST_DTYPES, load_model, pick_device, save_checkpoint
 from ponder.train import checkpoint
 from ponder.train.metrics import JsonlWriter, StepProgress, read_jsonl, truncate_jsonl
 from ponder.train.optim import build_optimizer, build_scheduler
 from ponder.train.packing import SequenceRows, first_fit, layout
-
-AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 # --------------------------------------------------------------------------------------------- config
 
