@@ -36,6 +36,12 @@ def render_prompt(question: str, tokenizer, cfg: PromptConfig) -> str:
     return text + cfg.prefill
 
 
+def prompt_ids(question: str, tokenizer, cfg: PromptConfig) -> list[int]:
+    """The token ids the policy continues for one question (the rendered text already holds any special
+    tokens the template writes, so the tokenizer adds none)."""
+    return tokenizer(render_prompt(question, tokenizer, cfg), add_special_tokens=False)["input_ids"]
+
+
 def chat_messages(question: str, cfg: PromptConfig) -> list[dict[str, str]]:
     """The conversation of `chat` mode, [system?, user], without the prefill: what an API teacher is sent
     (its server applies its own chat template; a chat API cannot prefill the assistant turn)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from ponder.config import PromptConfig, SamplingConfig
 from ponder.data.tasks import Item
-from ponder.data.templates import chat_messages, render_prompt
+from ponder.data.templates import chat_messages, prompt_ids
 from ponder.evaluate.metrics import has_reflection
 from ponder.rewards import score_all
 from ponder.rollout.base import Generator
@@ -42,10 +42,7 @@ def evaluate_items(
         completions = generator.generate_chat([c for c in chats for _ in range(samples)], sampling, seed)
         prefill = ""
     else:
-        ids = [
-            tokenizer(render_prompt(it.prompt, tokenizer, prompt), add_special_tokens=False)["input_ids"]
-            for it in items
-        ]
+        ids = [prompt_ids(it.prompt, tokenizer, prompt) for it in items]
         completions = generator.generate([p for p in ids for _ in range(samples)], sampling, seed)
         prefill = prompt.prefill
     rows = []

@@ -45,7 +45,7 @@ from rich.progress import (
 from ponder.config import R1_ZERO_SYSTEM, ConfigError, PromptConfig, RolloutConfig, SamplingConfig
 from ponder.data.files import DatasetError
 from ponder.data.tasks import Item
-from ponder.data.templates import render_prompt
+from ponder.data.templates import prompt_ids
 from ponder.evaluate.metrics import has_reflection, mean_ci95, pass_at_k, pass_at_ks, vote_index
 from ponder.evaluate.problems import FORMATS, Problems, load_problems
 from ponder.model import AUTOCAST_DTYPES
@@ -159,10 +159,7 @@ def evaluate_model(
     """Generate k responses per problem with model `name`, score them, write results and the summary."""
     try:
         model, tokenizer = load_model(name, dtype=args.dtype, device=args.device)
-        ids = [
-            tokenizer(render_prompt(it.prompt, tokenizer, prompt), add_special_tokens=False)["input_ids"]
-            for it in problems.items
-        ]
+        ids = [prompt_ids(it.prompt, tokenizer, prompt) for it in problems.items]
     except (ModelNotFoundError, FileNotFoundError, ModuleNotFoundError, ValueError) as err:
         raise ConfigError(f"--model {name}: {err}") from None
     rollout = RolloutConfig(backend=args.backend, max_batch=args.max_batch)

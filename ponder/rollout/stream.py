@@ -52,25 +52,27 @@ class IncrementalDecoder:
         self.ids: list[int] = []
         self.prefix = 0  # ids[prefix:read] were sent last time: decoded again as context for the new ones
         self.read = 0
+        self.sent = ""  # the text of ids[prefix:read], decoded once when the window moves
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        before = self._decode(self.ids[self.prefix : self.read])
         now = self._decode(self.ids[self.prefix :])
-        if len(now) <= len(before) or now.endswith("\ufffd"):  # nothing new, or a character still partial
+        if len(now) <= len(self.sent) or now.endswith("\ufffd"):  # nothing new, or a character still partial
             return ""
+        new = now[len(self.sent) :]
         self.prefix, self.read = self.read, len(self.ids)
-        return now[len(before) :]
+        self.sent = self._decode(self.ids[self.prefix : self.read])
+        return new
 
     def finish(self) -> str:
         """What is still held (an incomplete character at the very end decodes as U+FFFD)."""
-        before = self._decode(self.ids[self.prefix : self.read])
         now = self._decode(self.ids[self.prefix :])
         self.prefix = self.read = len(self.ids)
-        return now[len(before) :]
+        new, self.sent = now[len(self.sent) :], ""
+        return new
 
 
 def _held_prefix(text: str, marks: tuple[str, ...]) -> int:

@@ -35,7 +35,7 @@ from ponder.config import (
     check_positive,
 )
 from ponder.data.tasks import build_task
-from ponder.data.templates import render_prompt
+from ponder.data.templates import prompt_ids
 from ponder.evaluate import evaluate_items
 from ponder.evaluate.metrics import mean_ci95 as interval  # moved there; the name stays
 from ponder.model import AUTOCAST_DTYPES, load_model
@@ -107,9 +107,7 @@ def _local_generator(cfg: EvalStageConfig, items: list) -> tuple[Any, Any]:
     """(generator, tokenizer) over `cfg.model`, its KV cache sized for every sample at once."""
     model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device)
     model.eval()
-    longest = max(
-        len(tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt))["input_ids"]) for it in items
-    )
+    longest = max(len(prompt_ids(it.prompt, tokenizer, cfg.prompt)) for it in items)
     generator = make_generator(
         model,
         tokenizer,

@@ -34,7 +34,7 @@ from ponder.algos import advantages_with_unscorable, entropy_from_logits, policy
 from ponder.algos.shaping import overlong_penalty
 from ponder.config import Config, ConfigError, dump_toml
 from ponder.data.tasks import Item, build_task, task_from_config
-from ponder.data.templates import render_prompt
+from ponder.data.templates import prompt_ids
 from ponder.evaluate import evaluate_items
 from ponder.evaluate.metrics import has_reflection
 from ponder.model import copy_for_reference, load_model, pick_device, save_checkpoint
@@ -233,8 +233,7 @@ class GRPOTrainer:
         prompt = self.cfg.prompt
         if kind_of(item.ref) == GENERAL:  # prompt.instruction is written for reasoning questions
             prompt = replace(prompt, instruction="{question}")
-        text = render_prompt(item.prompt, self.tokenizer, prompt)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_ids(item.prompt, self.tokenizer, prompt)
 
     def _score(self, items: list[Item], completions: list[Completion]) -> list[dict[str, float]]:
         """Every completion's scores, routed by its item's kind (+ the DAPO overlong penalty)."""

@@ -68,7 +68,7 @@ from ponder.data.filters import (
     split_response,
 )
 from ponder.data.tasks import Item, build_task
-from ponder.data.templates import chat_messages, render_prompt
+from ponder.data.templates import chat_messages, prompt_ids
 from ponder.model import load_model, pick_device
 from ponder.rollout import Generator
 from ponder.rollout.factory import make_generator
@@ -326,10 +326,7 @@ def prepare_sampling(
     model, tokenizer = load_model(
         cfg.model.name, dtype=cfg.model.dtype, device=str(pick_device(cfg.model.device))
     )
-    prompts = [
-        tokenizer(render_prompt(it.prompt, tokenizer, cfg.prompt), add_special_tokens=False)["input_ids"]
-        for it in items
-    ]
+    prompts = [prompt_ids(it.prompt, tokenizer, cfg.prompt) for it in items]
     return generator or build_generator(cfg, model, tokenizer, max(map(len, prompts))), prompts
 
 
