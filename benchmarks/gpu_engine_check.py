@@ -104,8 +104,9 @@ def autocast_calls():
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 10000, (int(n),), generator=g).tolist() for n in (40, 40, 70, 33)]
     greedy = SamplingConfig(temperature=0, max_new_tokens=40)
-    engines = {
-        graphs: Engine(
+
+    def engine(graphs: bool) -> Engine:
+        eng = Engine(
             model,
             tok,
             num_blocks=256,
@@ -114,24 +115,15 @@ def autocast_calls():
             cuda_graphs=graphs,
             autocast=torch.bfloat16,
         )
-        for graphs in (True, False)
-    }
-    for eng in engines.values():
         eng.stop_ids = set()
+        return eng
+
+    engines = {graphs: engine(graphs) for graphs in (True, False)}
     for call in range(3):
         line = []
         for graphs, eng in engines.items():
             out = [o.token_ids for o in eng.generate(prompts, greedy, seed=0)]
-            fresh = Engine(
-                model,
-                tok,
-                num_blocks=256,
-                block_size=16,
-                max_batch=16,
-                cuda_graphs=graphs,
-                autocast=torch.bfloat16,
-            )
-            fresh.stop_ids = set()
+            fresh = engine(graphs)
             ref = [o.token_ids for o in fresh.generate(prompts, greedy, seed=0)]
             same = sum(a == b for a, b in zip(out, ref, strict=True))
             line.append(f"graphs={graphs}: {same}/{len(prompts)} identical to a fresh engine")

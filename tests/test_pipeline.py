@@ -85,9 +85,9 @@ def test_shipped_pipeline_recipes_validate(name, tmp_path):
 
 
 def test_eval_stage_reports_pass_at_1_with_an_interval(tmp_path: Path):
-    from ponder.stages.eval import interval
+    from ponder.evaluate.metrics import mean_ci95
 
-    assert interval([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 1.96 * (1 / 3) ** 0.5 / 2))
+    assert mean_ci95([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 1.96 * (1 / 3) ** 0.5 / 2))
     recipe = _recipe(
         ev={
             "kind": "eval",

@@ -37,7 +37,7 @@ from ponder.config import (
 from ponder.data.tasks import build_task
 from ponder.data.templates import prompt_ids
 from ponder.evaluate import evaluate_items
-from ponder.evaluate.metrics import mean_ci95 as interval  # moved there; the name stays
+from ponder.evaluate.metrics import mean_ci95
 from ponder.model import AUTOCAST_DTYPES, load_model
 from ponder.rollout.factory import make_generator
 from ponder.rollout.openai_api import TeacherConfig
@@ -93,7 +93,7 @@ def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
     for key, of in pairs:
         score = (lambda v: float(v > 0)) if of != "language_consistency" else float
         per_item = [sum(score(r[of]) for r in rows[i * k : (i + 1) * k]) / k for i in range(len(items))]
-        mean, half = interval(per_item)
+        mean, half = mean_ci95(per_item)
         summary[key], summary[f"{key}_ci95"] = mean, half
     summary["response_len_mean"] = result["response_len_mean"]
     if cfg.teacher.url:  # a chat API returns text, not tokens: no token count to report
