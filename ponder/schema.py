@@ -20,12 +20,14 @@ class ConfigError(ValueError):
     """A recipe or override that does not fit the schema; the message names the key."""
 
 
-def _choice(key: str, value: Any, allowed: tuple) -> None:
+def check_choice(key: str, value: Any, allowed: tuple) -> None:
+    """Raise ConfigError naming `key` unless `value` is one of `allowed`."""
     if value not in allowed:
         raise ConfigError(f"{key} = {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
 
 
-def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+def check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ConfigError naming `key` unless `value` > 0 (or >= 0 with `allow_zero`)."""
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key} = {value!r} is not allowed; it must be {bound}")
@@ -43,7 +45,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key} = {value!r} is not allowed; it must be a table like {{name = ...}}")
-        return _build(typ, value, f"{key}.")
+        return build_dataclass(typ, value, f"{key}.")
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         return value
@@ -86,7 +88,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Validate a nested dict into the config dataclass `cls`; errors name the key as `prefix` + key."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -98,7 +101,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(typ):
             if not isinstance(value, dict):
                 raise ConfigError(f"'{full}' must be a table ([{full}]), got {value!r}")
-            kwargs[key] = _build(typ, value, f"{full}.")
+            kwargs[key] = build_dataclass(typ, value, f"{full}.")
         else:
             kwargs[key] = _coerce(full, value, typ)
     return cls(**kwargs)
@@ -133,12 +136,12 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
-    """Merge `extra` into `base`; tables deeper than `depth` levels are replaced whole."""
+def merge_tables(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
+    """`extra` merged into `base`; tables deeper than `depth` levels are replaced whole."""
     out = dict(base)
     for key, value in extra.items():
         if depth > 0 and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, depth - 1)
+            out[key] = merge_tables(out[key], value, depth - 1)
         else:
             out[key] = value
     return out
@@ -153,26 +156,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {err}") from None
     except FileNotFoundError:
         raise ConfigError(f"recipe file not found: {path}") from None
-
-
-def check_choice(key: str, value: Any, allowed: tuple) -> None:
-    """Raise ConfigError naming `key` unless `value` is one of `allowed` (for stage configs)."""
-    _choice(key, value, allowed)
-
-
-def check_positive(key: str, value: float, allow_zero: bool = False) -> None:
-    """Raise ConfigError naming `key` unless `value` > 0 (or >= 0 with `allow_zero`)."""
-    _positive(key, value, allow_zero)
-
-
-def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Validate a nested dict into the config dataclass `cls`; errors name the key as `prefix` + key."""
-    return _build(cls, data, prefix)
-
-
-def merge_tables(base: dict[str, Any], extra: dict[str, Any], depth: int) -> dict[str, Any]:
-    """`extra` merged into `base`; tables deeper than `depth` levels are replaced whole."""
-    return _merge(base, extra, depth)
 
 
 def toml_value(value: Any) -> str:
