@@ -8,6 +8,8 @@
 3. Decode step time at batch 256, context ~800: graph replay alone vs a whole engine step (host overhead).
 4. The trainer's setting: float32 weights that require grad, bf16 autocast, several generate calls on one
    engine with in-place weight updates between them: CUDA graphs vs eager, and vs a fresh engine (asserted).
+   The engine's packed bf16 copies of the weights are rewritten in place by each call, so the graphs
+   captured by the first call are replayed by the later ones.
 """
 
 import time

@@ -8,10 +8,11 @@ buffer with one host-to-device copy and replays the smallest graph that fits; ro
 are padding that writes to and reads from the cache's scratch block. The graphs end at the final norm's
 hidden states; the lm_head GEMM runs after the replay (the graphs' outputs stay small).
 
-The graphs read the model's parameters and the cache at the addresses they had at capture: in-place
-optimizer steps are seen, reallocation is not (the engine rebuilds the graphs when `fingerprint` changes).
-Under autocast the weights' casts are captured too (autocast's cache is off during capture), so a replay
-never reads a cast copy freed when an earlier call's autocast region ended.
+The graphs read the runner's packed weights (`model.PackedWeights`, already in the compute dtype), the
+embedding and norm weights, and the cache at the addresses they had at capture: in-place updates are seen
+(`PagedLlama.prepare` rewrites the packed weights in place after an optimizer step), reallocation is not (the
+engine recaptures when `fingerprint` changes). The forward runs with autocast off, so no weight cast is
+captured, and a replay never reads a cast copy that autocast freed when an earlier call's region ended.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def batch_sizes(max_batch: int) -> list[int]:
 
 
 def fingerprint(runner: PagedLlama, cache: KVCache) -> tuple:
-    """What a captured graph depends on: parameter and cache addresses, and the autocast state."""
-    params = tuple(p.data_ptr() for p in runner.hf.parameters())
+    """What a captured graph depends on: parameter, packed-weight and cache addresses, and the dtypes."""
+    params = tuple(t.data_ptr() for t in [*runner.hf.parameters(), *runner.hf.buffers()])
+    packed = runner.packed
     autocast = (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
-    return params, id(cache), autocast
+    return params, packed.addresses(), packed.epoch, packed.dtype, id(cache), autocast
 
 
 class DecodeGraphs:
@@ -66,24 +68,15 @@ class DecodeGraphs:
         self.buf.copy_(self.hosts[0])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
-        # Under autocast a weight's low-precision copy lives in autocast's cache only until the outermost
-        # autocast region exits: a graph that captured a cached copy would read freed memory in later
-        # calls. Capture with the cache off, so that every replay casts the live weights itself.
-        with torch.autocast(
-            "cuda",
-            dtype=torch.get_autocast_dtype("cuda"),
-            enabled=torch.is_autocast_enabled("cuda"),
-            cache_enabled=False,
-        ):
-            self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
-            torch.cuda.synchronize()
-            pool = None
-            for b in reversed(self.sizes):
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    self.outputs[b] = self._forward(b)
-                pool = graph.pool()
-                self.graphs[b] = graph
+        self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
+        torch.cuda.synchronize()
+        pool = None
+        for b in reversed(self.sizes):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[b] = self._forward(b)
+            pool = graph.pool()
+            self.graphs[b] = graph
         torch.cuda.synchronize()
 
     def _forward(self, b: int) -> torch.Tensor:
@@ -138,4 +131,4 @@ class DecodeGraphs:
         if isinstance(tokens, torch.Tensor):
             self.tokens[:n].copy_(tokens)
         self.graphs[b].replay()
-        return self.runner.logits(self.outputs[b][:n])
+        return self.runner.logits(self.outputs[b][:n], packed=True)

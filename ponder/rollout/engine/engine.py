@@ -4,8 +4,10 @@
     outs = engine.generate(prompt_ids, SamplingConfig(temperature=1.0, max_new_tokens=64), seed=0)
     outs[0].token_ids, outs[0].logprobs, engine.stats
 
-The engine reads the model's parameters on every call (no copy), so after an optimizer step the next
-`generate` samples from the new policy. Identical prompts in one call (a GRPO group) are prefilled once.
+The engine reads the model's live parameters, so after an optimizer step the next `generate` samples from the
+new policy: the CPU path calls the HF modules (no copy); the GPU (Triton) path runs on packed copies in the
+compute dtype (`model.PackedWeights`), refreshed in place at the start of a call when the weights changed.
+Identical prompts in one call (a GRPO group) are prefilled once.
 
 Prefix caching (`prefix_cache=True`): full blocks of computed K/V stay in the cache, named by a hash chain
 over their tokens, and any later prompt that starts with the same blocks reuses them; a prefix shared by all
@@ -29,7 +31,7 @@ from ponder.rollout.base import Completion, stop_ids
 from ponder.rollout.engine.block_manager import BlockManager
 from ponder.rollout.engine.cuda_graphs import DecodeGraphs, fingerprint
 from ponder.rollout.engine.kv_cache import KVCache
-from ponder.rollout.engine.model import AttnMeta, PagedLlama
+from ponder.rollout.engine.model import AttnMeta, PagedLlama, weights_fingerprint
 from ponder.rollout.engine.sampler import sample, sample_tensors
 from ponder.rollout.engine.scheduler import Scheduler, Step
 from ponder.rollout.engine.sequence import Sequence
@@ -146,6 +148,8 @@ class Engine:
         if self.prefix_cache and (key := (cache, _weights_fingerprint(self.runner.hf))) != self._prefix_key:
             self.blocks.invalidate()  # K/V computed by other weights (or in another cache tensor) are stale
             self._prefix_key = key
+        if self._kernel(cache) == "triton":  # its packed weights, rewritten in place where weights changed
+            self.runner.prepare(cache.dtype)
         seqs = [
             Sequence(i, list(p), _generator(seed, p, k)) for i, (p, k) in enumerate(_occurrences(prompt_ids))
         ]
@@ -165,6 +169,7 @@ class Engine:
         for group in _groups(seqs, self.max_batch):
             sched.add(group)
         # weights cannot change during a call: check the graphs against them once per call, not per step
+        # (after `prepare`: its buffers keep their addresses unless they had to be reallocated)
         self._call_graphs = self._graphs(cache)
         try:
             self._run(sched, cache, sampling)
@@ -424,7 +429,6 @@ def _groups(seqs: list[Sequence], max_batch: int) -> list[list[Sequence]]:
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced, re-pointed (`p.data = ...`) or updated in place
-    (optimizer steps and `load_state_dict` bump the tensor's version counter): cached K/V are then stale."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    """Changes whenever a parameter or buffer is replaced, re-pointed or updated in place: cached K/V are
+    then stale."""
+    return weights_fingerprint([*model.parameters(), *model.buffers()])

@@ -5,12 +5,16 @@ Covers Llama / SmolLM2 / Qwen2 / Qwen3: RMSNorm, RoPE (the HF rotary module's `i
 attention, SwiGLU MLP, tied or untied lm_head, q/k/v biases when the projections have them (Qwen2), per-head
 q/k RMSNorm when the attention module has `q_norm`/`k_norm` (Qwen3).
 
-No weight is copied: every call goes through the HF submodules (`layer.self_attn.q_proj`, ...), so an
-optimizer step on the trainer's model is visible to the next forward. Attention has two implementations
-behind `AttnMeta`: `"sdpa"` (the CPU path: SDPA over K/V gathered from the cache; decode sequences batched
-with a key-padding mask, prefill sequences one by one with a causal mask offset by their cached prefix) and
-`"triton"` (the GPU path: one fused kernel reading the paged cache in place, `triton_kernels.paged_attention`;
-its launch shape depends only on the batch size for decode, so decode steps can be captured in CUDA graphs).
+Attention has two implementations behind `AttnMeta`: `"sdpa"` (the CPU path: SDPA over K/V gathered from the
+cache; decode sequences batched with a key-padding mask, prefill sequences one by one with a causal mask
+offset by their cached prefix) and `"triton"` (the GPU path: one fused kernel reading the paged cache in
+place, `triton_kernels.paged_attention`; its launch shape depends only on the batch size for decode, so
+decode steps can be captured in CUDA graphs).
+
+The SDPA path copies no weight: it calls the HF submodules (`layer.self_attn.q_proj`, ...), so an optimizer
+step on the trainer's model is visible to the next forward. The Triton path runs its GEMMs on
+`PackedWeights` (q/k/v and gate/up each packed into one GEMM, all in the compute dtype), which
+`PagedLlama.prepare` brings up to date with the live weights before each `generate` call.
 """
 
 from __future__ import annotations
@@ -106,7 +110,103 @@ def unsupported_reason(hf_model: torch.nn.Module) -> str | None:
     for attr in ("model", "lm_head"):
         if not hasattr(hf_model, attr):
             return f"{type(hf_model).__name__} has no .{attr}; expected a Llama-family CausalLM"
+    for layer in hf_model.model.layers:
+        for name, linears in _layer_gemms(layer).items():
+            if len({lin.bias is None for lin in linears}) > 1:
+                return f"the {name} projections mix biased and unbiased linears (the engine packs them)"
     return None
+
+
+def weights_fingerprint(tensors) -> tuple:
+    """Changes whenever one of `tensors` is replaced, re-pointed (`p.data = ...`) or updated in place
+    (optimizer steps and `load_state_dict` bump a tensor's version counter)."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+def _layer_gemms(layer: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, ...]]:
+    """A decoder layer's GEMMs on the Triton path: name -> the HF linears packed into it (output rows
+    in this order)."""
+    a, m = layer.self_attn, layer.mlp
+    return {
+        "qkv": (a.q_proj, a.k_proj, a.v_proj),
+        "o": (a.o_proj,),
+        "gate_up": (m.gate_proj, m.up_proj),
+        "down": (m.down_proj,),
+    }
+
+
+class PackedWeights:
+    """The Triton path's GEMM weights in one compute dtype, as (weight, bias) pairs: per layer `qkv` =
+    cat(q, k, v) and `gate_up` = cat(gate, up) along the output rows, `o` and `down`; and `lm_head`.
+
+    Why: 4 GEMMs a layer instead of 7 (small decode GEMMs cost their launch more than their math), and no
+    weight cast inside a decode step. Under the trainer's autocast (float32 parameters, bfloat16 compute)
+    the CUDA graphs cannot use autocast's cast cache (it is freed when a `generate` call ends), so every
+    replay would re-cast every weight; here each weight is cast once per update.
+
+    `refresh` rewrites only the tensors whose sources changed (identity, storage or version counter, as in
+    `weights_fingerprint`: an optimizer step bumps the versions), in place: the buffers keep their addresses,
+    so captured CUDA graphs stay valid. A tensor moves (and `epoch` is bumped, so graphs are recaptured) only
+    when a buffer must be reallocated (new compute dtype) or when it is a parameter itself that was replaced.
+
+    Memory: one extra copy of the q/k/v and gate/up weights in the compute dtype, even when the parameters
+    already are in it (packing copies). `o`, `down` and `lm_head` are the parameters themselves when they
+    are in the compute dtype, else copies too (float32 parameters under bfloat16 autocast: half the size of
+    all the GEMM weights, lm_head included, which is the embedding's size when tied).
+    """
+
+    def __init__(self) -> None:
+        self.dtype: torch.dtype | None = None  # None until the first `refresh`
+        self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
+        self.lm_head: tuple[torch.Tensor, torch.Tensor | None] = (torch.empty(0), None)
+        self.epoch = 0
+        self._tensors: dict[tuple, torch.Tensor] = {}
+        self._stamps: dict[tuple, tuple] = {}
+        self._owned: set[tuple] = set()  # keys whose tensor is a buffer allocated here (not a parameter)
+
+    @torch.no_grad()
+    def refresh(self, hf: torch.nn.Module, dtype: torch.dtype) -> None:
+        """Bring every packed tensor up to date with `hf`'s weights, in `dtype`."""
+        pair = lambda key, linears: tuple(  # noqa: E731
+            self._update((*key, part), [getattr(lin, part) for lin in linears], dtype)
+            for part in ("weight", "bias")
+        )
+        self.layers = [
+            {name: pair((i, name), linears) for name, linears in _layer_gemms(layer).items()}
+            for i, layer in enumerate(hf.model.layers)
+        ]
+        self.lm_head = pair(("lm_head",), [hf.lm_head])
+        self.dtype = dtype
+
+    def addresses(self) -> tuple:
+        return tuple(t.data_ptr() for t in self._tensors.values())
+
+    def _update(self, key: tuple, sources: list, dtype: torch.dtype) -> torch.Tensor | None:
+        if sources[0] is None:  # no bias (`unsupported_reason` refuses a mix)
+            return None
+        stamp = (dtype, weights_fingerprint(sources))
+        old = self._tensors.get(key)
+        if self._stamps.get(key) == stamp:
+            return old
+        shape = (sum(s.shape[0] for s in sources), *sources[0].shape[1:])
+        device = sources[0].device
+        if len(sources) == 1 and sources[0].dtype == dtype:
+            new, fresh = sources[0].detach(), False  # the parameter itself: no copy
+            self._owned.discard(key)
+        elif key in self._owned and (old.shape, old.dtype, old.device) == (shape, dtype, device):
+            new, fresh = old, False
+        else:
+            new, fresh = torch.empty(shape, dtype=dtype, device=device), True
+            self._owned.add(key)
+        if key in self._owned:
+            row = 0
+            for s in sources:
+                new[row : row + s.shape[0]].copy_(s)
+                row += s.shape[0]
+        if fresh or old is None or new.data_ptr() != old.data_ptr():
+            self.epoch += 1
+        self._tensors[key], self._stamps[key] = new, stamp
+        return new
 
 
 class PagedLlama:
@@ -122,6 +222,7 @@ class PagedLlama:
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
+        self.packed = PackedWeights()  # the Triton path's weights, filled by `prepare`
 
     @property
     def dtype(self) -> torch.dtype:
@@ -139,6 +240,13 @@ class PagedLlama:
         scale = getattr(rotary, "attention_scaling", 1.0)
         return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
+    def prepare(self, dtype: torch.dtype) -> None:
+        """Bring the Triton path's packed weights up to date with the live parameters, in `dtype` (the
+        compute dtype: autocast's when it is on, else the parameters'). Call it before the Triton path runs
+        after the weights changed (the engine does, at the start of each `generate`); cheap when they did
+        not."""
+        self.packed.refresh(self.hf, dtype)
+
     @torch.no_grad()
     def forward(
         self,
@@ -149,12 +257,19 @@ class PagedLlama:
         meta: AttnMeta,
     ) -> torch.Tensor:
         """Logits (S, V) in float32 at the last new token of each of the S sequences in `meta`."""
-        return self.logits(self.hidden(cache, tokens_N, positions_N, slots_N, meta))
+        h_SE = self.hidden(cache, tokens_N, positions_N, slots_N, meta)
+        return self.logits(h_SE, packed=meta.tile_seq_T is not None)
 
     @torch.no_grad()
-    def logits(self, h_SE: torch.Tensor) -> torch.Tensor:
-        """float32 logits of final hidden states (kept out of the CUDA graphs: one large GEMM)."""
-        return self.hf.lm_head(h_SE).float()
+    def logits(self, h_SE: torch.Tensor, packed: bool = False) -> torch.Tensor:
+        """float32 logits of final hidden states (kept out of the CUDA graphs: one large GEMM); `packed`:
+        through the packed lm_head, as the Triton path does."""
+        if not packed:
+            return self.hf.lm_head(h_SE).float()
+        if self.packed.dtype is None:
+            raise RuntimeError("PagedLlama.prepare(dtype) must run before the Triton path")
+        weight, bias = self.packed.lm_head
+        return F.linear(h_SE.to(weight.dtype), weight, bias).float()
 
     @torch.no_grad()
     def hidden(
@@ -180,47 +295,62 @@ class PagedLlama:
         return self.hf.model.norm(h_NE[meta.last_rows])
 
     def _hidden_fused(self, cache, tokens_N, positions_N, slots_N, meta: AttnMeta) -> torch.Tensor:
-        """`hidden` on the Triton path: residual add + RMSNorm, RoPE + cache write and SiLU * up are one
-        kernel each, attention reads the paged cache in place (per layer: 4 small kernels + the GEMMs)."""
+        """`hidden` on the Triton path: residual add + RMSNorm, RoPE + cache write are one kernel each,
+        attention reads the paged cache in place, q/k/v and gate/up are one GEMM each on the packed weights
+        (per layer: 4 GEMMs and 6 small kernels, 2 more under autocast with float32 norm weights).
+
+        Autocast is off in here: the GEMM weights are already in the compute dtype (`prepare`), activations
+        are cast explicitly, so no weight cast is ever captured in a CUDA graph. The embedding, norms and
+        residual stream read the HF tensors in their own dtype, as the trainer's autocast forward does
+        (float32 parameters: a float32 residual stream)."""
         from ponder.rollout.engine import triton_kernels as tk
 
+        packed = self.packed
+        if packed.dtype is None:
+            raise RuntimeError("PagedLlama.prepare(dtype) must run before the Triton path")
+        dt = packed.dtype
         m = self.hf.model
         rotary = m.rotary_emb
         scaling = float(getattr(rotary, "attention_scaling", 1.0))
-        n = tokens_N.shape[0]
-        x_NE, res_NE = m.embed_tokens(tokens_N), None
-        for i, layer in enumerate(m.layers):
-            ln = layer.input_layernorm
-            h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
-            attn = layer.self_attn
-            q = attn.q_proj(h_NE).view(n, self.num_heads, self.head_dim)
-            k = attn.k_proj(h_NE).view(n, self.num_kv_heads, self.head_dim)
-            v = attn.v_proj(h_NE).view(n, self.num_kv_heads, self.head_dim)
-            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q = tk.rope_and_cache(
-                q, k, v, positions_N, slots_N, rotary.inv_freq, scaling, cache.k[i], cache.v[i]
-            )
-            o_NHD = tk.paged_attention(
-                q.to(cache.dtype),
-                cache.k[i],
-                cache.v[i],
-                meta.tables_BM,
-                meta.ctx_lens_B,
-                meta.q_starts_B,
-                meta.q_lens_B,
-                meta.tile_seq_T,
-                meta.tile_off_T,
-                meta.block_q,
-                getattr(attn, "scaling", self.head_dim**-0.5),
-            )
-            x_NE = attn.o_proj(o_NHD.view(n, self.num_heads * self.head_dim))
-            ln = layer.post_attention_layernorm
-            h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
-            mlp = layer.mlp
-            x_NE = mlp.down_proj(tk.silu_mul(mlp.gate_proj(h_NE), mlp.up_proj(h_NE)))
-        rows = meta.last_rows
-        out, _ = tk.add_rmsnorm(x_NE[rows], m.norm.weight, m.norm.variance_epsilon, res_NE[rows])
+        n, d = tokens_N.shape[0], self.head_dim
+        widths = [self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d]
+        with torch.autocast(self.device.type, enabled=False):
+            x_NE, res_NE = m.embed_tokens(tokens_N), None
+            for i, (layer, w) in enumerate(zip(m.layers, packed.layers, strict=True)):
+                ln = layer.input_layernorm
+                h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
+                qkv_NF = F.linear(h_NE.to(dt), *w["qkv"])  # (N, (H + 2 KVH) D): a token's q, k, v in one row
+                q, k, v = (t.view(n, -1, d) for t in qkv_NF.split(widths, dim=1))  # row-strided views
+                attn = layer.self_attn
+                if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
+                    q, k = attn.q_norm(q), attn.k_norm(k)
+                q = tk.rope_and_cache(
+                    q, k, v, positions_N, slots_N, rotary.inv_freq, scaling, cache.k[i], cache.v[i]
+                ).to(cache.dtype)
+                # written over q (each program reads only the q rows it writes): the kernel indexes its
+                # output with q's strides, so it must not get a fresh contiguous buffer for a strided q
+                o_NHD = tk.paged_attention(
+                    q,
+                    cache.k[i],
+                    cache.v[i],
+                    meta.tables_BM,
+                    meta.ctx_lens_B,
+                    meta.q_starts_B,
+                    meta.q_lens_B,
+                    meta.tile_seq_T,
+                    meta.tile_off_T,
+                    meta.block_q,
+                    getattr(attn, "scaling", self.head_dim**-0.5),
+                    out_NHD=q,
+                )
+                x_NE = F.linear(o_NHD.flatten(1).to(dt), *w["o"])
+                ln = layer.post_attention_layernorm
+                h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)
+                gate_NI, up_NI = F.linear(h_NE.to(dt), *w["gate_up"]).chunk(2, dim=1)
+                # SiLU * up in torch: the Triton silu_mul needs contiguous halves; same rounding as HF's MLP
+                x_NE = F.linear(F.silu(gate_NI) * up_NI, *w["down"])
+            rows = meta.last_rows
+            out, _ = tk.add_rmsnorm(x_NE[rows], m.norm.weight, m.norm.variance_epsilon, res_NE[rows])
         return out
 
     def _attention(self, i, layer, x_NE, cos, sin, cache: KVCache, slots_N, meta: AttnMeta) -> torch.Tensor:
