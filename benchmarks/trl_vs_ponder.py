@@ -76,11 +76,11 @@ from ponder.config import Config, dump_toml, load_config
 from ponder.data.tasks import Item, build_task, task_from_config
 from ponder.data.templates import render_prompt
 from ponder.evaluate import evaluate_items
-from ponder.model import load_model, pick_device
+from ponder.model import AUTOCAST_DTYPES, load_model, pick_device
 from ponder.rewards import get_checker
 from ponder.rewards.extract import TAGS, last_number, strip_tags
 from ponder.rollout.factory import make_generator
-from ponder.stages.grpo import AUTOCAST_DTYPES, GRPOTrainer
+from ponder.stages.grpo import GRPOTrainer
 from ponder.train.metrics import JsonlWriter, read_jsonl
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "addition_race.toml"

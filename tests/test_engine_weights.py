@@ -183,3 +183,29 @@ def test_projections_mixing_biases_are_refused():
     assert unsupported_reason(model) is None
     model.model.layers[1].self_attn.k_proj.bias = None  # q and v keep theirs: cannot be packed as one GEMM
     assert "qkv" in unsupported_reason(model)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+def test_writes_behind_the_version_counters_are_seen(tiny, attention):
+    """A fused AdamW step and `p.data.copy_` write the weights without bumping their version counters;
+    the next generation (prefix cache, packed weights) must still use the new weights."""
+    model, tok = tiny
+    prompts = [tok.encode(t) for t in TEXTS]
+    kw = {**KW, "attention": attention}
+    engine = Engine(model, tok, **kw)
+    first = _tokens(engine, prompts)
+    versions = [p._version for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert [p._version for p in model.parameters()] == versions  # the counters did not move
+    stepped = _tokens(engine, prompts)
+    assert stepped != first
+    assert stepped == _tokens(Engine(model, tok, **kw), prompts)
+    gen = torch.Generator().manual_seed(5)
+    for p in model.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    copied = _tokens(engine, prompts)
+    assert copied != stepped
+    assert copied == _tokens(Engine(model, tok, **kw), prompts)

@@ -20,7 +20,7 @@ def test_race_recipe_holds_the_shared_setup_on_cpu():
         "{question}",
     )
     assert (cfg.grpo.prompts_per_step, cfg.grpo.group_size, cfg.sampling.max_new_tokens) == (32, 8, 128)
-    assert (cfg.optim.lr, cfg.grpo.beta) == (1e-5, 0.0)
+    assert (cfg.optim.lr, cfg.grpo.beta) == (2e-5, 0.0)
     # greedy evaluation on 256 held-out problems, at the training length
     assert (cfg.eval.size, cfg.eval.samples, cfg.eval.temperature, cfg.eval.max_new_tokens) == (
         256,
@@ -55,3 +55,14 @@ def test_race_recipe_takes_the_smoke_flags_on_cpu():
     cfg = load_config(RECIPE, smoke)
     assert (cfg.grpo.steps, cfg.grpo.group_size, cfg.eval.size, cfg.model.device) == (2, 2, 4, "cpu")
     assert cfg.sampling.max_new_tokens == 16 and cfg.eval.temperature == 0
+
+
+def test_race_script_imports_and_parses_its_arguments():
+    """The script imports ponder's API at module level: a rename there must fail here, not on the GPU."""
+    import subprocess
+    import sys
+
+    script = RECIPE.parent.parent / "benchmarks" / "trl_vs_ponder.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--time-budget" in done.stdout

@@ -117,10 +117,28 @@ def unsupported_reason(hf_model: torch.nn.Module) -> str | None:
     return None
 
 
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
+_SAMPLED = 4096  # elements per tensor in the content checksum
+
+
 def weights_fingerprint(tensors) -> tuple:
-    """Changes whenever one of `tensors` is replaced, re-pointed (`p.data = ...`) or updated in place
-    (optimizer steps and `load_state_dict` bump a tensor's version counter)."""
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    """Changes when one of `tensors` is replaced, re-pointed (`p.data = ...`) or written. Writes through
+    autograd-visible in-place ops (`load_state_dict`, foreach and per-tensor optimizer steps) bump the
+    version counter; writes behind its back (fused optimizers such as `AdamW(fused=True)`, `p.data.copy_`)
+    do not, and are caught by an exact checksum of the bits of up to 4,096 evenly spaced elements of each
+    tensor (every dense update changes them). One device sync for all tensors."""
+    tensors = list(tensors)
+    if not tensors:
+        return ()
+    sums = [_sampled_bits(t).sum(dtype=torch.int64).to(tensors[0].device) for t in tensors]
+    content = torch.stack(sums).tolist()
+    return tuple((id(t), t.data_ptr(), t._version, c) for t, c in zip(tensors, content, strict=True))
+
+
+def _sampled_bits(t: torch.Tensor) -> torch.Tensor:
+    flat = t.detach().reshape(-1)
+    flat = flat[:: max(1, flat.numel() // _SAMPLED)]
+    return flat.view(_INT_VIEW[flat.element_size()])
 
 
 def _layer_gemms(layer: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, ...]]:
@@ -144,10 +162,11 @@ class PackedWeights:
     the CUDA graphs cannot use autocast's cast cache (it is freed when a `generate` call ends), so every
     replay would re-cast every weight; here each weight is cast once per update.
 
-    `refresh` rewrites only the tensors whose sources changed (identity, storage or version counter, as in
-    `weights_fingerprint`: an optimizer step bumps the versions), in place: the buffers keep their addresses,
-    so captured CUDA graphs stay valid. A tensor moves (and `epoch` is bumped, so graphs are recaptured) only
-    when a buffer must be reallocated (new compute dtype) or when it is a parameter itself that was replaced.
+    `refresh` rewrites the buffers when the weights changed (`weights_fingerprint`: replaced, re-pointed or
+    written, also behind the version counters by a fused optimizer), in place: the buffers keep their
+    addresses, so captured CUDA graphs stay valid. A tensor moves (and `epoch` is bumped, so graphs are
+    recaptured) only when a buffer must be reallocated (new compute dtype) or when it is a parameter itself
+    that was replaced.
 
     Memory: one extra copy of the q/k/v and gate/up weights in the compute dtype, even when the parameters
     already are in it (packing copies). `o`, `down` and `lm_head` are the parameters themselves when they
@@ -160,23 +179,26 @@ class PackedWeights:
         self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
         self.lm_head: tuple[torch.Tensor, torch.Tensor | None] = (torch.empty(0), None)
         self.epoch = 0
+        self._stamp: tuple | None = None  # (dtype, weights_fingerprint of the sources) at the last refresh
         self._tensors: dict[tuple, torch.Tensor] = {}
-        self._stamps: dict[tuple, tuple] = {}
         self._owned: set[tuple] = set()  # keys whose tensor is a buffer allocated here (not a parameter)
 
     @torch.no_grad()
     def refresh(self, hf: torch.nn.Module, dtype: torch.dtype) -> None:
-        """Bring every packed tensor up to date with `hf`'s weights, in `dtype`."""
+        """Bring every packed tensor up to date with `hf`'s weights, in `dtype`; nothing is written when
+        the weights and dtype are what they were at the last refresh."""
+        gemms = [_layer_gemms(layer) for layer in hf.model.layers]
+        sources = [p for g in gemms for lins in g.values() for lin in lins for p in (lin.weight, lin.bias)]
+        stamp = (dtype, weights_fingerprint([p for p in [*sources, hf.lm_head.weight] if p is not None]))
+        if stamp == self._stamp:
+            return
         pair = lambda key, linears: tuple(  # noqa: E731
             self._update((*key, part), [getattr(lin, part) for lin in linears], dtype)
             for part in ("weight", "bias")
         )
-        self.layers = [
-            {name: pair((i, name), linears) for name, linears in _layer_gemms(layer).items()}
-            for i, layer in enumerate(hf.model.layers)
-        ]
+        self.layers = [{name: pair((i, name), lins) for name, lins in g.items()} for i, g in enumerate(gemms)]
         self.lm_head = pair(("lm_head",), [hf.lm_head])
-        self.dtype = dtype
+        self.dtype, self._stamp = dtype, stamp
 
     def addresses(self) -> tuple:
         return tuple(t.data_ptr() for t in self._tensors.values())
@@ -184,28 +206,24 @@ class PackedWeights:
     def _update(self, key: tuple, sources: list, dtype: torch.dtype) -> torch.Tensor | None:
         if sources[0] is None:  # no bias (`unsupported_reason` refuses a mix)
             return None
-        stamp = (dtype, weights_fingerprint(sources))
         old = self._tensors.get(key)
-        if self._stamps.get(key) == stamp:
-            return old
         shape = (sum(s.shape[0] for s in sources), *sources[0].shape[1:])
         device = sources[0].device
         if len(sources) == 1 and sources[0].dtype == dtype:
-            new, fresh = sources[0].detach(), False  # the parameter itself: no copy
+            new = sources[0].detach()  # the parameter itself: no copy
             self._owned.discard(key)
-        elif key in self._owned and (old.shape, old.dtype, old.device) == (shape, dtype, device):
-            new, fresh = old, False
         else:
-            new, fresh = torch.empty(shape, dtype=dtype, device=device), True
-            self._owned.add(key)
-        if key in self._owned:
+            if not (key in self._owned and (old.shape, old.dtype, old.device) == (shape, dtype, device)):
+                old = None  # a new buffer
+                self._owned.add(key)
+            new = old if old is not None else torch.empty(shape, dtype=dtype, device=device)
             row = 0
             for s in sources:
                 new[row : row + s.shape[0]].copy_(s)
                 row += s.shape[0]
-        if fresh or old is None or new.data_ptr() != old.data_ptr():
+        if key not in self._tensors or new.data_ptr() != self._tensors[key].data_ptr():
             self.epoch += 1
-        self._tensors[key], self._stamps[key] = new, stamp
+        self._tensors[key] = new
         return new
 
 
