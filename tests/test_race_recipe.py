@@ -63,6 +63,8 @@ def test_race_script_imports_and_parses_its_arguments():
     import sys
 
     script = RECIPE.parent.parent / "benchmarks" / "trl_vs_ponder.py"
-    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "--time-budget" in done.stdout
