@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 
@@ -69,3 +70,31 @@ def test_gsm8k_solutions_become_r1_rows(tmp_path):
 
     with pytest.raises(DatasetError, match="g.jsonl:2"):
         run_cot_data(CotDataConfig(gsm8k=str(path), count=5), tmp_path / "out2")
+
+
+def _equalities_hold(line: str) -> int:
+    """Checks every 'E1 = E2 = ...' chain (integers, + and *) in a worked line; returns how many."""
+    checked = 0
+    for clause in line.rstrip(".").replace(", so ", "; ").split("; "):
+        sides = clause.split(" = ")
+        if len(sides) < 2 or not all(re.fullmatch(r"[\d +*]+", side) for side in sides):
+            continue
+        values = {eval(side) for side in sides}  # noqa: S307 - digits, + and * only
+        assert len(values) == 1, f"{clause!r} does not hold"
+        checked += 1
+    return checked
+
+
+def test_long_multiplication_steps_are_each_true_and_end_in_the_product():
+    rng = random.Random(7)
+    for _ in range(300):
+        a, b = rng.randint(0, 999), rng.randint(0, 99)
+        reasoning, value = worked_solution(f"{a} * {b}")
+        assert value == a * b
+        lines = reasoning.splitlines()
+        assert sum(_equalities_hold(line) for line in lines) >= 1
+        # the partial-product sums are written column by column, and the check recomputes the other way
+        if a >= 10 and b >= 10 and b % 10:
+            assert any(line.startswith("ones: ") for line in lines)
+        assert lines[-1].startswith("Wait, let me check") and lines[-1].endswith("Correct.")
+        assert f"= {a * b}" in lines[-1] or f"{a * b} /" in lines[-1]

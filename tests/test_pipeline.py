@@ -71,7 +71,7 @@ def test_stages_chain_cache_and_restart(tmp_path: Path, capsys):
         run_pipeline(recipe, root, start_from="nope")
 
 
-@pytest.mark.parametrize("name", ["r1_tiny", "r1", "distill", "distill_tiny", "distill_smollm2"])
+@pytest.mark.parametrize("name", ["r1_tiny", "r1", "distill", "distill_tiny", "distill_smollm2", "multiply"])
 def test_shipped_pipeline_recipes_validate(name, tmp_path):
     from ponder.config import read_toml
     from ponder.pipeline import KINDS, _resolve

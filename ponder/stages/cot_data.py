@@ -80,11 +80,44 @@ def _op_steps(a: int, op: str, b: int) -> tuple[list[str], int]:
         return [*columns, f"So {a} + {b} = {a + b}."], a + b
     if op == "-":
         return [f"{a} - {b}: {b} + {a - b} = {a}, so {a} - {b} = {a - b}."], a - b
-    tens, ones = b - b % 10, b % 10
-    if tens == 0 or ones == 0 or b < 0:
-        return [f"{a} * {b} = {a * b}."], a * b
-    lines = [f"{a} * {b} = {a} * {tens} + {a} * {ones} = {a * tens} + {a * ones} = {a * b}."]
-    return lines, a * b
+    return mul_steps(a, b), a * b
+
+
+def _places(n: int) -> list[int]:
+    """The non-zero place values of n >= 0, largest first: 407 -> [400, 7]."""
+    return [int(c) * 10**i for i, c in enumerate(str(n)[::-1]) if c != "0"][::-1]
+
+
+def _by_places(a: int, b: int) -> str:
+    """`a * b` through a's place values: '47 * 6 = 40 * 6 + 7 * 6 = 240 + 42 = 282' (a, b >= 0)."""
+    parts = _places(a)
+    if len(parts) < 2:
+        return f"{a} * {b} = {a * b}"
+    terms, values = " + ".join(f"{x} * {b}" for x in parts), " + ".join(str(x * b) for x in parts)
+    return f"{a} * {b} = {terms} = {values} = {a * b}"
+
+
+def mul_steps(a: int, b: int) -> list[str]:
+    """Long multiplication in lines: b split by place value, a times each of b's digits through a's place
+    values, the partial products added in columns (`add_steps`). One line when an operand is negative,
+    b is 0 or both are one digit."""
+    if a < 0 or b <= 0 or (a < 10 and b < 10):
+        return [f"{a} * {b} = {a * b}."]
+    parts = [(int(c), i) for i, c in enumerate(str(b)[::-1]) if c != "0"][::-1]  # (digit, place)
+    if len(parts) == 1:  # one non-zero digit: 47 * 6, 47 * 30
+        ((d, p),) = parts
+        return [_by_places(a, d) + (f", so {a} * {b} = {a * b}." if p else ".")]
+    lines = [f"{a} * {b} = " + " + ".join(f"{a} * {d * 10**p}" for d, p in parts) + "."]
+    for d, p in parts:
+        scaled = f", so {a} * {d * 10**p} = {a * d * 10**p}." if p else "."
+        lines.append(_by_places(a, d) + scaled)
+    total = 0
+    for d, p in parts:
+        partial = a * d * 10**p
+        if total:
+            lines += [f"{total} + {partial}:", *add_steps(total, partial)]
+        total += partial
+    return [*lines, f"So {a} * {b} = {total}."]
 
 
 def _check(a: int, op: str, b: int, result: int) -> str:
@@ -92,6 +125,8 @@ def _check(a: int, op: str, b: int, result: int) -> str:
         return f"Wait, let me check: {result} - {b} = {result - b}, which is {a}. Correct."
     if op == "-":
         return f"Wait, let me check: {result} + {b} = {result + b}, which is {a}. Correct."
+    if a >= 0 and b >= 0 and max(a, b) >= 10:  # recompute the other way round
+        return f"Wait, let me check the other way: {_by_places(b, a)}. Correct."
     if b and result % b == 0:
         return f"Wait, let me check: {result} / {b} = {result // b}, which is {a}. Correct."
     return f"Wait, let me check: {b} * {a} = {b * a}. Correct."

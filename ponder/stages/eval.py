@@ -99,6 +99,7 @@ def run_eval(cfg: EvalStageConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.teacher.url:  # a chat API returns text, not tokens: no token count to report
         summary["response_len_mean"] = None
     summary["truncated"] = sum(not r["finished"] for r in rows) / max(1, len(rows))
+    summary["reflection"] = result["reflection"]  # share of samples with a reflection word ("wait", "check")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
