@@ -11,7 +11,7 @@ from typing import Any
 
 from ponder.train.metrics import mean_and_se, read_jsonl
 
-CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean", "reflection_frac")
+CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean", "reflection_frac", "distinct_frac")
 
 
 def learning_summary(

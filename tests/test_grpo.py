@@ -88,9 +88,11 @@ def test_run_directory_contents(tmp_path):
         "time_train",
         "reward/tags",
         "reflection_frac",
+        "distinct_frac",
     }
     assert needed <= set(rows[0])
     assert all(0.0 <= r["reflection_frac"] <= 1.0 for r in rows)
+    assert all(0.0 < r["distinct_frac"] <= 1.0 for r in rows)
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert samples and {"prompt", "response", "scores", "answer"} <= set(samples[0])
     assert [p.name for p in checkpoint.checkpoints(tmp_path)] == ["step-2", "step-4"]
@@ -257,3 +259,17 @@ def test_unsupported_architecture_falls_back_to_transformers(tmp_path, monkeypat
     monkeypatch.setattr(grpo_stage, "load_model", gpt2)
     trainer = GRPOTrainer(_cfg(tmp_path, "--grpo.beta=0.0"), tmp_path)
     assert isinstance(trainer.generator, HFGenerator)  # the default backend, for a model it cannot run
+
+
+def test_collapse_warning_speaks_once_when_responses_collapse(capsys):
+    from ponder.stages.grpo import collapse_warning
+
+    varied = {"step": 3, "distinct_frac": 0.9, "accuracy": 0.1, "format": 0.5}
+    assert collapse_warning(varied, False) is False
+    assert capsys.readouterr().err == ""
+    collapsed = {"step": 12, "distinct_frac": 1 / 256, "accuracy": 0.0, "format": 1.0}
+    assert collapse_warning(collapsed, False) is True
+    err = capsys.readouterr().err
+    assert "step 12" in err and "0.4% of the responses are distinct" in err and "reward hacking" in err
+    assert collapse_warning(collapsed, True) is True  # once per run
+    assert capsys.readouterr().err == ""

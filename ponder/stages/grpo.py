@@ -22,6 +22,7 @@ general prompts themselves, only for the last `reward.models_last_steps` steps.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -66,6 +67,24 @@ class Batch:
     prompts_drawn: int
     groups_dropped: int
     general_on: bool = True  # whether general prompts (and their reward models) were on for this step
+
+
+COLLAPSE_DISTINCT = 0.1  # below this share of distinct responses in a step, `collapse_warning` speaks
+
+
+def collapse_warning(row: dict[str, Any], warned: bool) -> bool:
+    """Print once (to stderr) when a step's responses collapse onto a few strings: what a policy that
+    reward-hacks a format reward by copying a fixed text looks like. Returns whether it has warned."""
+    if warned or row.get("distinct_frac", 1.0) >= COLLAPSE_DISTINCT:
+        return warned
+    print(
+        f"ponder: warning: step {row['step']}: only {row['distinct_frac']:.1%} of the responses are distinct "
+        f"(accuracy {row.get('accuracy', float('nan')):.1%}, format {row.get('format', float('nan')):.1%}): "
+        "the policy may be answering every prompt with one string (reward hacking); see samples.jsonl",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 class GRPOTrainer:
@@ -116,6 +135,7 @@ class GRPOTrainer:
         """Run until `grpo.steps`, logging and checkpointing (rank 0 only); returns the run directory."""
         cfg = self.cfg
         logs = self._open_logs() if self.ranks.is_main else {}
+        collapsed = False
         try:
             if self.step == 0:
                 self._evaluate(logs)
@@ -126,6 +146,7 @@ class GRPOTrainer:
                     if not logs:
                         continue
                     logs["metrics"].write(row)
+                    collapsed = collapse_warning(row, collapsed)
                     for example in examples:
                         logs["samples"].write(example)
                     last = self.step == cfg.grpo.steps
@@ -419,6 +440,8 @@ class GRPOTrainer:
             "truncated_frac": sum(not c.finished for c in batch.completions) / n,
             # R1-Zero's "aha": the share of samples that stop to re-check ("wait", "let me verify", ...)
             "reflection_frac": sum(has_reflection(c.text) for c in batch.completions) / n,
+            # share of distinct response texts: near 1/n when the policy answers every prompt with one string
+            "distinct_frac": len({c.text for c in batch.completions}) / n,
             "unscorable_frac": sum(math.isnan(s["total"]) for s in batch.scores) / n,
             "groups_kept": len(batch.items),
             "groups_dropped": batch.groups_dropped,
