@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import sharpen
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -27,23 +28,6 @@ from ponder.rollout.hf import HFGenerator
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=24)
 SAMPLE = SamplingConfig(temperature=1.0, max_new_tokens=24)
 TEXTS = ["2+2=", "hello world, the engine", "abc", "a prompt long enough to fill some blocks: 0123456789"]
-
-
-def _sharpen(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
-    # The tiny model's 0.02-std init gives near-uniform logits and one repeated token; larger weights give
-    # varied greedy outputs, so token-identity tests can fail.
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model
-
-
-@pytest.fixture()
-def tiny():
-    model, tok = load_model("tiny")
-    return _sharpen(model), tok
 
 
 def _prompts(tok) -> list[list[int]]:
@@ -183,7 +167,7 @@ def _family(name: str):
 def test_other_families_match_hf(family, attention):
     _, tok = load_model("tiny")
     torch.manual_seed(0)
-    model = _sharpen(_family(family).eval(), std=0.3)
+    model = sharpen(_family(family).eval(), std=0.3)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = 3, 0
     prompts = _prompts(tok)
     engine = Engine(model, tok, num_blocks=64, block_size=4, attention=attention)

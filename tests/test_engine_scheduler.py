@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import sharpen
 
 from ponder.config import SamplingConfig
 from ponder.model import load_model
@@ -23,20 +24,10 @@ SYSTEM = "<|system|>Be careful: think, then answer.\n<|user|>"  # the shared cha
 QUESTIONS = ["What is 2+2?", "Name a prime over ten", "Q", "Spell cat backwards"]  # distinct first tokens
 
 
-def _sharpen(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
-    # As in test_engine.py: larger weights than the init give varied greedy outputs, so identity tests bite.
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny():
     model, tok = load_model("tiny")
-    return _sharpen(model), tok
+    return sharpen(model), tok
 
 
 def _shared_prefix_prompts(tok) -> tuple[list[int], list[list[int]]]:
@@ -304,7 +295,7 @@ def test_overlapped_decode_gives_the_same_outputs(kw):
     """Overlapped decode (the CUDA default) speculates one step past unknown stops; on the CPU it must give
     exactly the outputs, log-probs and block accounting of the plain loop."""
     model, tok = load_model("tiny")
-    _sharpen(model)
+    sharpen(model)
     prompts = [tok.encode(t) for t in ["2+2=", "hello world, the engine", "abc"]]
     prompts = [p for p in prompts for _ in range(3)]
     finished = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import sharpen
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ponder.config import SamplingConfig
@@ -24,16 +25,6 @@ TEXTS = ["2+2=", "hello world, the engine", "abc"]
 KW = dict(num_blocks=64, block_size=4, max_batch=4, attention="triton")
 
 
-def _sharpen(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
-    # As in test_engine.py: larger weights than the init give varied greedy outputs, so identity tests bite.
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model
-
-
 def _qwen2() -> torch.nn.Module:  # q/k/v biases, untied lm_head
     cfg = Qwen2Config(
         vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -41,15 +32,9 @@ def _qwen2() -> torch.nn.Module:  # q/k/v biases, untied lm_head
         pad_token_id=0, rope_theta=1e6,
     )  # fmt: skip
     torch.manual_seed(0)
-    model = _sharpen(Qwen2ForCausalLM(cfg).eval(), std=0.3)
+    model = sharpen(Qwen2ForCausalLM(cfg).eval(), std=0.3)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = 3, 0
     return model
-
-
-@pytest.fixture()
-def tiny():
-    model, tok = load_model("tiny")
-    return _sharpen(model), tok
 
 
 def _tokens(engine: Engine, prompts, sampling=GREEDY) -> list[list[int]]:
