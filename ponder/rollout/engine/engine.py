@@ -222,6 +222,8 @@ class Engine:
         offset = 0 if prev is None else 1
         if prev is None:
             tokens_in: list[int] | torch.Tensor = [s.tokens[-1] for s in seqs]
+        elif len(seqs) == len(prev.seqs):  # every row goes on (`seqs` keeps `prev`'s order): no gather
+            tokens_in = prev.tokens
         else:
             row = {id(s): i for i, s in enumerate(prev.seqs)}
             idx = torch.tensor([row[id(s)] for s in seqs], device=prev.tokens.device)
