@@ -2,7 +2,7 @@
 
     ponder train [RECIPE] [--section.key=value ...]   run GRPO (default recipe: recipes/r1_zero.toml)
     ponder train --resume RUN_DIR [--key=value ...]   continue a run from its last checkpoint
-    ponder report RUN_DIR                             learning summary (first vs last 20% of steps) + plot
+    ponder report RUN_DIR [--samples N]               learning summary (first vs last 20% of steps) + plot
     ponder distill [--teacher MODEL_OR_URL] [--student M]   SFT of a student on a teacher's verified samples
     ponder eval --model M [--model M2] --data FILE    pass@1, cons@k, pass@k on a benchmark (R1's protocol)
     ponder serve MODEL [--port 8000]                  OpenAI-compatible HTTP API over the rollout engine
@@ -95,11 +95,13 @@ def cmd_distill(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ponder.report import plot, summarize
+    from ponder.report import plot, sample_lines, summarize
 
     if overrides:
         raise ConfigError(f"report takes no overrides, got {overrides}")
     print(summarize(Path(args.run_dir)))
+    if args.samples:
+        print(sample_lines(Path(args.run_dir), args.samples))
     out = plot(Path(args.run_dir))
     if out:
         print(f"plot: {out}")
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(func=cmd_distill)
     report = sub.add_parser("report", help="summarise and plot a run")
     report.add_argument("run_dir")
+    report.add_argument(
+        "--samples", type=int, default=0, metavar="N", help="print N responses of the first and last step"
+    )
     report.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="benchmarks (rollout: the engine against transformers generate)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -1,6 +1,7 @@
-"""Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG.
+"""Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG, and
+responses from the start and the end of training side by side (how the reasoning changed).
 
-ponder report RUN_DIR
+ponder report RUN_DIR [--samples N]
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ def summarize(run_dir: Path) -> str:
     if not rows:
         return f"{run_dir}: no steps logged"
     lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
-    for key in ("correct", "accuracy", "format", "reward", "response_len_mean", "reflection_frac"):
+    for key in (
+        "correct",
+        "accuracy",
+        "format",
+        "reward",
+        "response_len_mean",
+        "reflection_frac",
+        "distinct_frac",
+    ):
         if key not in rows[0]:
             continue
         s = learning_summary(rows, key)
@@ -66,6 +75,23 @@ def summarize(run_dir: Path) -> str:
     lines.append(
         f"  time split: generation {gen / total:.0%}, reward {rew / total:.0%}, training {trn / total:.0%}"
     )
+    return "\n".join(lines)
+
+
+def sample_lines(run_dir: Path, n: int, width: int = 600) -> str:
+    """Up to `n` logged responses (samples.jsonl) of the first logged step and of the last one, each with
+    its prompt, reference answer and reward scores; a response longer than `width` characters is cut."""
+    path = Path(run_dir) / "samples.jsonl"
+    rows = read_jsonl(path) if path.exists() else []
+    if not rows or n <= 0:
+        return f"{run_dir}: no samples.jsonl rows" if n > 0 else ""
+    first, last = rows[0]["step"], rows[-1]["step"]
+    lines = []
+    for step in dict.fromkeys((first, last)):
+        for r in [r for r in rows if r["step"] == step][:n]:
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in r.get("scores", {}).items())
+            text = r["response"] if len(r["response"]) <= width else r["response"][:width] + " [...]"
+            lines += [f"--- step {step}: {r['prompt']!r} (answer {r['answer']}; {scores})", text]
     return "\n".join(lines)
 
 

@@ -32,6 +32,13 @@ def test_resume_extends_a_finished_run_and_report_plots(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "3 steps" in out and (run / "curves.png").exists()
+    assert "distinct_frac" in out and "--- step" not in out
+    assert main(["report", str(run), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    logged = read_jsonl(run / "samples.jsonl")
+    first, last = logged[0], [r for r in logged if r["step"] == 3][0]
+    assert f"--- step 1: {first['prompt']!r}" in out and f"--- step 3: {last['prompt']!r}" in out
+    assert first["response"][:40] in out
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
