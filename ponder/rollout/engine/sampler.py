@@ -6,7 +6,8 @@ the temperature, never the truncation), so with top_k = 0 and top_p = 1 these ar
 log-probs of GRPO; with truncation they are the policy's, not the truncated sampler's, which is what the
 importance ratio needs. Greedy (T = 0) reports log_softmax(logits) (T = 1).
 
-Randomness: on the CPU each row draws from its sequence's own `torch.Generator`. On CUDA (with Triton) the
+Randomness: on the CPU each row draws one uniform from its sequence's own `torch.Generator` and turns it
+into a token by inverse transform (`inverse_cdf`). On CUDA (with Triton) the
 draw is Gumbel-max with noise hashed from (the generator's seed, the row's step, the token id) by
 `triton_kernels.gumbel_sample`: still one stream per sequence, independent of the batch, but with no
 per-row host work and no copy of the probabilities to the host. The two devices give different (each
@@ -64,14 +65,22 @@ def sample_tensors(
         scaled_BV = logits_BV / sampling.temperature
         logp_BV = scaled_BV.log_softmax(-1)
         probs_BV = truncate(scaled_BV, sampling.top_k, sampling.top_p).softmax(-1)
-        # One draw per row from its own generator: a sequence's samples are a function of its seed and its
-        # logits only, whatever else is in the batch. (generators live on the CPU; so does the draw.)
-        probs_BV = probs_BV.cpu()
-        tokens_B = torch.stack(
-            [torch.multinomial(probs_BV[b], 1, generator=g)[0] for b, g in enumerate(generators)]
-        ).to(logits_BV.device)
+        tokens_B = inverse_cdf(probs_BV, generators)
     logps_B = logp_BV.gather(-1, tokens_B[:, None])[:, 0]
     return tokens_B, logps_B
+
+
+def inverse_cdf(probs_BV: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs_BV`, drawn by inverse transform from one uniform of the row's own
+    generator: a sequence's samples are a function of its seed and its probabilities only, whatever else
+    is in the batch. The cumulative sums run for all rows at once (in float64, so tokens of tiny
+    probability keep their share); a token of probability 0 has an empty interval and is never drawn.
+    (Per-row `torch.multinomial` calls gave the same guarantee at ~1.7 ms a row for a 49k vocabulary.)"""
+    cdf_BV = probs_BV.double().cumsum(-1)
+    u_B = torch.stack([torch.rand((), dtype=torch.float64, generator=g) for g in generators])
+    u_B1 = (u_B.to(cdf_BV.device) * cdf_BV[:, -1])[:, None]
+    tokens_B = torch.searchsorted(cdf_BV, u_B1, right=True)[:, 0]
+    return tokens_B.clamp_(max=probs_BV.shape[-1] - 1)
 
 
 def _sample_cuda(
