@@ -264,12 +264,19 @@ def test_unsupported_architecture_falls_back_to_transformers(tmp_path, monkeypat
 def test_collapse_warning_speaks_once_when_responses_collapse(capsys):
     from ponder.stages.grpo import collapse_warning
 
-    varied = {"step": 3, "distinct_frac": 0.9, "accuracy": 0.1, "format": 0.5}
+    varied = {"step": 3, "groups_kept": 32, "distinct_frac": 0.9, "accuracy": 0.1, "format": 0.5}
     assert collapse_warning(varied, False) is False
+    few = {"step": 3, "groups_kept": 4, "distinct_frac": 0.5}  # 2 strings for 4 prompts: not yet
+    assert collapse_warning(few, False) is False
     assert capsys.readouterr().err == ""
-    collapsed = {"step": 12, "distinct_frac": 1 / 256, "accuracy": 0.0, "format": 1.0}
+    collapsed = {"step": 12, "groups_kept": 32, "distinct_frac": 2 / 32, "accuracy": 0.0, "format": 1.0}
     assert collapse_warning(collapsed, False) is True
     err = capsys.readouterr().err
-    assert "step 12" in err and "0.4% of the responses are distinct" in err and "reward hacking" in err
+    assert (
+        "step 12" in err and "6.2% of the responses to different prompts" in err and "reward hacking" in err
+    )
     assert collapse_warning(collapsed, True) is True  # once per run
     assert capsys.readouterr().err == ""
+    one = {"step": 5, "groups_kept": 4, "distinct_frac": 0.25}  # one string for all 4 prompts
+    assert collapse_warning(one, False) is True
+    assert "25.0%" in capsys.readouterr().err

@@ -69,16 +69,19 @@ class Batch:
     general_on: bool = True  # whether general prompts (and their reward models) were on for this step
 
 
-COLLAPSE_DISTINCT = 0.1  # below this share of distinct responses in a step, `collapse_warning` speaks
+COLLAPSE_DISTINCT = 0.1  # below this share of distinct responses across prompts, `collapse_warning` speaks
 
 
 def collapse_warning(row: dict[str, Any], warned: bool) -> bool:
-    """Print once (to stderr) when a step's responses collapse onto a few strings: what a policy that
-    reward-hacks a format reward by copying a fixed text looks like. Returns whether it has warned."""
-    if warned or row.get("distinct_frac", 1.0) >= COLLAPSE_DISTINCT:
+    """Print once (to stderr) when a step's responses to different prompts collapse onto a few strings (under
+    10%, or one string for every prompt of a step with at least 4): what a policy that reward-hacks a
+    format reward by copying a fixed text looks like. Returns whether it has warned."""
+    prompts, frac = row.get("groups_kept", 0), row.get("distinct_frac", 1.0)
+    if warned or prompts < 4 or (frac >= COLLAPSE_DISTINCT and round(frac * prompts) > 1):
         return warned
     print(
-        f"ponder: warning: step {row['step']}: only {row['distinct_frac']:.1%} of the responses are distinct "
+        f"ponder: warning: step {row['step']}: only {row['distinct_frac']:.1%} of the responses to different "
+        "prompts are distinct "
         f"(accuracy {row.get('accuracy', float('nan')):.1%}, format {row.get('format', float('nan')):.1%}): "
         "the policy may be answering every prompt with one string (reward hacking); see samples.jsonl",
         file=sys.stderr,
@@ -425,6 +428,7 @@ class GRPOTrainer:
             kept = [v for v in values if not math.isnan(v)]
             row[f"sum:{key}"], row[f"count:{key}"] = sum(kept), len(kept)
         lengths = [len(c.token_ids) for c in batch.completions] or [0]
+        firsts = [c.text for c in batch.completions[:: self.cfg.grpo.group_size]]
         totals = [s["total"] for s in batch.scores if not math.isnan(s["total"])] or [0.0]
         mean = sum(totals) / len(totals)
         general = [kind_of(item.ref) == GENERAL for item in batch.items]
@@ -440,8 +444,9 @@ class GRPOTrainer:
             "truncated_frac": sum(not c.finished for c in batch.completions) / n,
             # R1-Zero's "aha": the share of samples that stop to re-check ("wait", "let me verify", ...)
             "reflection_frac": sum(has_reflection(c.text) for c in batch.completions) / n,
-            # share of distinct response texts: near 1/n when the policy answers every prompt with one string
-            "distinct_frac": len({c.text for c in batch.completions}) / n,
+            # distinct responses across prompts (each group's first sample): near 1/prompts when the policy
+            # answers every question with one string; a group agreeing with itself does not lower it
+            "distinct_frac": len(set(firsts)) / max(1, len(firsts)),
             "unscorable_frac": sum(math.isnan(s["total"]) for s in batch.scores) / n,
             "groups_kept": len(batch.items),
             "groups_dropped": batch.groups_dropped,
