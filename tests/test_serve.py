@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -327,18 +328,31 @@ def test_waiting_requests_share_one_engine_call(tiny):
 
 def test_cli_serve_subprocess():
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "ponder.cli", "serve", "tiny:micro", "--port", "0", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # -X faulthandler: should the server hang, SIGABRT makes it print every thread's stack (shown below)
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "ponder.cli", "serve", "tiny:micro", "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
     try:
         line = ""
         while "http://" not in line:
             line = proc.stdout.readline()
             assert line, "the server exited before printing its URL"
+        # keep reading, so a chatty server can never block on a full pipe
+        drain = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+        drain.start()
         url = re.search(r"http://\S+/v1", line).group(0)
         with urllib.request.urlopen(url + "/models", timeout=30) as r:
             assert json.loads(r.read())["data"][0]["id"] == "tiny:micro"
-        proc.send_signal(2)  # Ctrl-C
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            assert proc.wait(timeout=60) == 0
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=10)
+            drain.join(timeout=5)
+            pytest.fail("ponder serve still ran 60 s after Ctrl-C; its output:\n" + "".join(output)[-6000:])
     finally:
         if proc.poll() is None:
             proc.kill()
