@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ponder.serve_api import API, APIError, Worker
@@ -249,10 +250,25 @@ def run(args: argparse.Namespace) -> int:
     api = API(tokenizer, Worker(generator, args.max_batch), name, context, args.prefill)
     server = Server(api, args.host, args.port, verbose=not args.quiet)
     print(f"ponder serve: {name!r} at {server.url} (max context {context} tokens); Ctrl-C stops", flush=True)
+    # `kill PID` (SIGTERM) stops it as Ctrl-C does: a server started in the background by a shell has
+    # SIGINT ignored, so Ctrl-C alone would not reach it there
+    previous = _on_sigterm(_interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("ponder serve: shutting down", file=sys.stderr, flush=True)
     finally:
         server.close()
+        _on_sigterm(previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install `handler` for SIGTERM (only the main thread may); returns the one it replaced."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
