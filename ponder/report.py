@@ -12,7 +12,8 @@ from typing import Any
 
 from ponder.train.metrics import mean_and_se, read_jsonl
 
-CURVES = ("reward", "correct", "accuracy", "format", "response_len_mean", "reflection_frac", "distinct_frac")
+# per-step metrics summarised (first vs last steps) and plotted, in this order
+CURVES = ("correct", "accuracy", "format", "reward", "response_len_mean", "reflection_frac", "distinct_frac")
 
 
 def learning_summary(
@@ -40,15 +41,7 @@ def summarize(run_dir: Path) -> str:
     if not rows:
         return f"{run_dir}: no steps logged"
     lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
-    for key in (
-        "correct",
-        "accuracy",
-        "format",
-        "reward",
-        "response_len_mean",
-        "reflection_frac",
-        "distinct_frac",
-    ):
+    for key in CURVES:
         if key not in rows[0]:
             continue
         s = learning_summary(rows, key)

@@ -23,7 +23,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ponder.serve_api import API, APIError, Worker
@@ -252,23 +252,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"ponder serve: {name!r} at {server.url} (max context {context} tokens); Ctrl-C stops", flush=True)
     # `kill PID` (SIGTERM) stops it as Ctrl-C does: a server started in the background by a shell has
     # SIGINT ignored, so Ctrl-C alone would not reach it there
-    previous = _on_sigterm(_interrupt)
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("ponder serve: shutting down", file=sys.stderr, flush=True)
     finally:
         server.close()
-        _on_sigterm(previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _on_sigterm(handler: Any) -> Any:
-    """Install `handler` for SIGTERM (only the main thread may); returns the one it replaced."""
-    if handler is None or threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, handler)

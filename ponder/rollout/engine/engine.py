@@ -31,7 +31,7 @@ from ponder.rollout.base import Completion, stop_ids
 from ponder.rollout.engine.block_manager import BlockManager
 from ponder.rollout.engine.cuda_graphs import DecodeGraphs, fingerprint
 from ponder.rollout.engine.kv_cache import KVCache
-from ponder.rollout.engine.model import AttnMeta, PagedLlama, weights_fingerprint
+from ponder.rollout.engine.model import AttnMeta, PagedLlama, model_fingerprint
 from ponder.rollout.engine.sampler import sample, sample_tensors
 from ponder.rollout.engine.scheduler import Scheduler, Step
 from ponder.rollout.engine.sequence import Sequence
@@ -145,11 +145,14 @@ class Engine:
     ) -> list[Completion]:
         self.stats = EngineStats()
         cache = self._cache()
-        if self.prefix_cache and (key := (cache, _weights_fingerprint(self.runner.hf))) != self._prefix_key:
+        triton = self._kernel(cache) == "triton"
+        # one look at the weights per call (a checksum pass and a sync), for both of its users
+        weights = model_fingerprint(self.runner.hf) if self.prefix_cache or triton else None
+        if self.prefix_cache and (key := (cache, weights)) != self._prefix_key:
             self.blocks.invalidate()  # K/V computed by other weights (or in another cache tensor) are stale
             self._prefix_key = key
-        if self._kernel(cache) == "triton":  # its packed weights, rewritten in place where weights changed
-            self.runner.prepare(cache.dtype)
+        if triton:  # its packed weights, rewritten in place when the weights changed
+            self.runner.prepare(cache.dtype, weights)
         seqs = [
             Sequence(i, list(p), _generator(seed, p, k)) for i, (p, k) in enumerate(_occurrences(prompt_ids))
         ]
@@ -428,9 +431,3 @@ def _groups(seqs: list[Sequence], max_batch: int) -> list[list[Sequence]]:
     for s in seqs:
         by_prompt.setdefault(tuple(s.prompt), []).append(s)
     return [g[i : i + max_batch] for g in by_prompt.values() for i in range(0, len(g), max_batch)]
-
-
-def _weights_fingerprint(model: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced, re-pointed or updated in place: cached K/V are
-    then stale."""
-    return weights_fingerprint([*model.parameters(), *model.buffers()])

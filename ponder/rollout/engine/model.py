@@ -135,6 +135,11 @@ def weights_fingerprint(tensors) -> tuple:
     return tuple((id(t), t.data_ptr(), t._version, c) for t, c in zip(tensors, content, strict=True))
 
 
+def model_fingerprint(model: torch.nn.Module) -> tuple:
+    """`weights_fingerprint` of all of a model's parameters and buffers."""
+    return weights_fingerprint([*model.parameters(), *model.buffers()])
+
+
 def _sampled_bits(t: torch.Tensor) -> torch.Tensor:
     flat = t.detach().reshape(-1)
     flat = flat[:: max(1, flat.numel() // _SAMPLED)]
@@ -179,19 +184,19 @@ class PackedWeights:
         self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor | None]]] = []
         self.lm_head: tuple[torch.Tensor, torch.Tensor | None] = (torch.empty(0), None)
         self.epoch = 0
-        self._stamp: tuple | None = None  # (dtype, weights_fingerprint of the sources) at the last refresh
+        self._stamp: tuple | None = None  # (dtype, model_fingerprint) at the last refresh
         self._tensors: dict[tuple, torch.Tensor] = {}
         self._owned: set[tuple] = set()  # keys whose tensor is a buffer allocated here (not a parameter)
 
     @torch.no_grad()
-    def refresh(self, hf: torch.nn.Module, dtype: torch.dtype) -> None:
+    def refresh(self, hf: torch.nn.Module, dtype: torch.dtype, weights: tuple | None = None) -> None:
         """Bring every packed tensor up to date with `hf`'s weights, in `dtype`; nothing is written when
-        the weights and dtype are what they were at the last refresh."""
-        gemms = [_layer_gemms(layer) for layer in hf.model.layers]
-        sources = [p for g in gemms for lins in g.values() for lin in lins for p in (lin.weight, lin.bias)]
-        stamp = (dtype, weights_fingerprint([p for p in [*sources, hf.lm_head.weight] if p is not None]))
+        the weights and dtype are what they were at the last refresh. `weights` is `model_fingerprint(hf)`
+        when the caller has it already."""
+        stamp = (dtype, weights if weights is not None else model_fingerprint(hf))
         if stamp == self._stamp:
             return
+        gemms = [_layer_gemms(layer) for layer in hf.model.layers]
         pair = lambda key, linears: tuple(  # noqa: E731
             self._update((*key, part), [getattr(lin, part) for lin in linears], dtype)
             for part in ("weight", "bias")
@@ -258,12 +263,12 @@ class PagedLlama:
         scale = getattr(rotary, "attention_scaling", 1.0)
         return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
-    def prepare(self, dtype: torch.dtype) -> None:
+    def prepare(self, dtype: torch.dtype, weights: tuple | None = None) -> None:
         """Bring the Triton path's packed weights up to date with the live parameters, in `dtype` (the
         compute dtype: autocast's when it is on, else the parameters'). Call it before the Triton path runs
-        after the weights changed (the engine does, at the start of each `generate`); cheap when they did
-        not."""
-        self.packed.refresh(self.hf, dtype)
+        after the weights changed (the engine does, at the start of each `generate`, passing the call's
+        `model_fingerprint`); cheap when they did not."""
+        self.packed.refresh(self.hf, dtype, weights)
 
     @torch.no_grad()
     def forward(
