@@ -333,6 +333,7 @@ class GRPOConfig:
     overlong_penalty: float = 1.0
     dynamic_sampling: bool = False
     max_refills: int = 3
+    tis_cap: float = 0.0  # truncated importance sampling against the sampler's log-probs; 0 = off
 
     def __post_init__(self) -> None:
         for key in ("steps", "prompts_per_step", "group_size", "inner_updates", "micro_batch_size"):
@@ -345,6 +346,11 @@ class GRPOConfig:
         check_choice("grpo.truncation", self.truncation, ("none", "mask", "penalty"))
         for key in ("eps_low", "eps_high", "beta", "ref_reset_every", "overlong_buffer", "max_refills"):
             check_positive(f"grpo.{key}", getattr(self, key), allow_zero=True)
+        if self.tis_cap != 0 and self.tis_cap < 1:
+            raise ConfigError(
+                f"grpo.tis_cap = {self.tis_cap!r} is not allowed; it must be 0 (off) or >= 1 (the largest "
+                "importance weight a token may get)"
+            )
 
 
 @dataclass(frozen=True)

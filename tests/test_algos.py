@@ -22,6 +22,7 @@ from ponder.algos import (
     get,
     policy_loss,
     token_logprobs,
+    truncated_importance_weights,
 )
 
 # ---------------------------------------------------------------- advantages
@@ -370,3 +371,13 @@ def test_unscorable_samples_leave_the_baseline_on_cpu(name):
     torch.testing.assert_close(adv[4:8], ADVANTAGES[name](rewards[4:8], 4))
     clean = torch.tensor([1.0, 0.0, 0.0, 1.0])
     torch.testing.assert_close(advantages_with_unscorable(name, clean, 2), ADVANTAGES[name](clean, 2))
+
+
+def test_truncated_importance_weights_are_the_capped_ratio_on_cpu():
+    trainer = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    sampler = torch.tensor([[-1.0, -3.0, -0.1]])
+    w = truncated_importance_weights(trainer, sampler, cap=2.0)
+    assert torch.allclose(w, torch.tensor([[1.0, 2.0, math.exp(-0.4)]]))  # e^1 = 2.72 capped at 2
+    assert not w.requires_grad
+    with pytest.raises(ValueError, match=">= 1"):
+        truncated_importance_weights(trainer, sampler, cap=0.5)

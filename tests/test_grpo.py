@@ -280,3 +280,51 @@ def test_collapse_warning_speaks_once_when_responses_collapse(capsys):
     one = {"step": 5, "groups_kept": 4, "distinct_frac": 0.25}  # one string for all 4 prompts
     assert collapse_warning(one, False) is True
     assert "25.0%" in capsys.readouterr().err
+
+
+def test_sampler_and_trainer_log_probs_agree_in_float32(tmp_path):
+    """The engine's log-probs of its sampled tokens equal the trainer's up to float32 noise (logged)."""
+    trainer = GRPOTrainer(_cfg(tmp_path, "--run.save_every=0"), tmp_path)
+    row, _ = trainer.train_step()
+    assert 0 <= row["rollout_logp_gap"] < 1e-4, row["rollout_logp_gap"]
+    assert row["rollout_logp_gap_max"] < 1e-3
+    assert abs(row["rollout_kl"]) <= row["rollout_logp_gap"]
+    assert "tis_capped_frac" not in row  # off by default
+
+
+def _shift_sampler_logprobs(trainer: GRPOTrainer, shift: float) -> None:
+    generate = trainer.generator.generate
+
+    def shifted(prompts, sampling, seed):
+        outs = generate(prompts, sampling, seed)
+        for c in outs:
+            c.logprobs = [lp + shift for lp in c.logprobs]
+        return outs
+
+    trainer.generator.generate = shifted
+
+
+@pytest.mark.parametrize("shift, weight", [(-math.log(4.0), 2.0), (math.log(4.0), 0.25)])
+def test_truncated_importance_sampling_weights_each_token(tmp_path, shift, weight):
+    """Sampler log-probs lower than the trainer's by log 4 give weight 4, capped at 2; higher give 1/4: the
+    policy gradient (ratio 1 on the first update, no KL term) scales by exactly that weight."""
+    rows = {}
+    for cap in (0.0, 2.0):
+        torch.manual_seed(0)
+        extra = ("--run.save_every=0", "--grpo.loss=dapo", "--grpo.beta=0", f"--grpo.tis_cap={cap}")
+        cfg = _cfg(tmp_path / str(cap), *extra)
+        trainer = GRPOTrainer(cfg, tmp_path / str(cap))
+        _shift_sampler_logprobs(trainer, shift)
+        rows[cap], _ = trainer.train_step()
+    assert rows[0.0]["rollout_logp_gap"] == pytest.approx(abs(shift), abs=1e-4)
+    assert rows[0.0]["rollout_kl"] == pytest.approx(shift, abs=1e-4)
+    assert rows[2.0]["tis_capped_frac"] == (1.0 if weight == 2.0 else 0.0)
+    assert rows[0.0]["grad_norm"] > 1e-3
+    assert rows[2.0]["grad_norm"] == pytest.approx(weight * rows[0.0]["grad_norm"], rel=1e-3)
+    assert rows[2.0]["reward"] == rows[0.0]["reward"]  # the same samples
+
+
+def test_truncated_importance_sampling_needs_sampler_log_probs(tmp_path):
+    cfg = _cfg(tmp_path, "--run.save_every=0", "--rollout.backend=hf", "--grpo.tis_cap=2")
+    with pytest.raises(RuntimeError, match="grpo.tis_cap"):
+        GRPOTrainer(cfg, tmp_path).train_step()

@@ -43,3 +43,15 @@ def test_truncated_samples_masked_when_asked_on_cpu():
     dropped = pack(cs, 0, torch.device("cpu"), drop_truncated=True).mask_NC
     assert kept.sum(-1).tolist() == [2, 4, 1]
     assert dropped.sum(-1).tolist() == [2, 0, 1]
+
+
+def test_sampler_log_probs_travel_with_the_batch_on_cpu():
+    cs = _completions()
+    assert pack(cs, 0, torch.device("cpu"), drop_truncated=False).sampler_logp_NC is None  # none given
+    for c in cs:
+        c.logprobs = [-0.5 * (k + 1) for k in range(len(c.token_ids))]
+    packed = pack(cs, 0, torch.device("cpu"), drop_truncated=False)
+    assert packed.sampler_logp_NC.tolist() == [[-0.5, -1.0, 0, 0], [-0.5, -1.0, -1.5, -2.0], [-0.5, 0, 0, 0]]
+    assert packed.rows(slice(1, 2)).sampler_logp_NC.tolist() == [[-0.5, -1.0, -1.5, -2.0]]
+    cs[0].logprobs = None  # one backend row without log-probs: none for the batch
+    assert pack(cs, 0, torch.device("cpu"), drop_truncated=False).sampler_logp_NC is None

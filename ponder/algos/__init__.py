@@ -21,6 +21,7 @@ from ponder.algos.losses import (
     entropy_from_logits,
     policy_loss,
     token_logprobs,
+    truncated_importance_weights,
 )
 from ponder.registry import Registry, get
 
@@ -44,4 +45,5 @@ __all__ = [
     "policy_loss",
     "rloo_advantages",
     "token_logprobs",
+    "truncated_importance_weights",
 ]

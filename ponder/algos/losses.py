@@ -3,7 +3,8 @@
 One objective, three choices that papers disagree on, each a pure function:
 - the per-token surrogate: PPO's clipped ratio objective with DAPO's decoupled (eps_low, eps_high) clip range;
 - the KL penalty estimator: `ponder.algos.kl.KL_ESTIMATORS` (GRPO puts beta * k3 in the loss, not the reward);
-- how per-token losses are averaged into a scalar: `LOSS_AGGREGATIONS` ("grpo", "dapo", "dr_grpo").
+- how per-token losses are averaged into a scalar: `LOSS_AGGREGATIONS` ("grpo", "dapo", "dr_grpo");
+- optionally, per-token importance weights against the sampler's log-probs (`truncated_importance_weights`).
 
 Aggregation is micro-batch aware: each function receives one micro-batch's per-token losses plus the totals
 of the *full* batch (sequences, completion tokens, max length) and returns that micro-batch's exact share of
@@ -14,6 +15,8 @@ Shapes: B sequences in the micro-batch, T completion tokens (padded), V vocabula
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -159,6 +162,25 @@ def policy_loss(
         "tokens": mask_f_BT.sum().detach(),
     }
     return loss, stats
+
+
+def truncated_importance_weights(old_logp_BT: Tensor, sampler_logp_BT: Tensor, cap: float) -> Tensor:
+    """Per-token weights w = min(pi_train(y) / pi_sampler(y), cap), detached.
+
+    The rollout engine and the trainer compute the same policy with different kernels (and in bf16 with
+    different rounding), so the tokens were drawn from pi_sampler, not from the pi_train the loss
+    differentiates. Multiplying each token's advantage by w corrects for that; capping w bounds the variance.
+    Source: truncated importance sampling for the sampler/trainer mismatch (Yao et al. 2025, "Your Efficient
+    RL Framework Secretly Brings You Off-Policy RL Training"). old_logp is the trainer's log-prob of the
+    policy that sampled (before this step's updates); sampler_logp the engine's, both at the sampling
+    temperature.
+
+    Shapes: old_logp_BT, sampler_logp_BT (B, T) -> w_BT (B, T) float32.
+    """
+    if cap < 1:
+        raise ValueError(f"the importance-weight cap must be >= 1, got {cap}")
+    log_w_BT = (old_logp_BT.detach().float() - sampler_logp_BT.float()).clamp(max=math.log(cap))
+    return torch.exp(log_w_BT)
 
 
 def _check_temperature(temperature: float) -> None:

@@ -31,7 +31,13 @@ from typing import Any
 
 import torch
 
-from ponder.algos import advantages_with_unscorable, entropy_from_logits, policy_loss, token_logprobs
+from ponder.algos import (
+    advantages_with_unscorable,
+    entropy_from_logits,
+    policy_loss,
+    token_logprobs,
+    truncated_importance_weights,
+)
 from ponder.algos.shaping import overlong_penalty
 from ponder.config import Config, ConfigError, dump_toml
 from ponder.data.tasks import Item, build_task, task_from_config
@@ -306,6 +312,12 @@ class GRPOTrainer:
         totals = {**counts, "max_len": self.cfg.sampling.max_new_tokens}
         old = self._frozen_logprobs(self.model, packed, chunks) if cfg.inner_updates > 1 else None
         ref = self._frozen_logprobs(self.ref, packed, chunks) if self.ref is not None else None
+        sampler_NC = packed.sampler_logp_NC
+        if cfg.tis_cap and sampler_NC is None:
+            raise RuntimeError(
+                "grpo.tis_cap is set, but the generation backend returned no log-probs of the sampled "
+                'tokens; use rollout.backend = "ponder" or "vllm", or set grpo.tis_cap = 0'
+            )
         sums = {
             "loss": 0.0,
             "clip_sum": 0.0,
@@ -315,15 +327,27 @@ class GRPOTrainer:
             "grad_norm": 0.0,
             "skipped_updates": 0.0,
         }
-        for _ in range(cfg.inner_updates):
+        gap = {"abs_sum": 0.0, "sum": 0.0, "max": 0.0, "capped": 0.0}
+        for inner in range(cfg.inner_updates):
             self.optimizer.zero_grad(set_to_none=True)
             for mb in chunks:
                 logits, logp_BC = self._logprobs(self.model, packed.rows(mb))  # (b, C, V), (b, C)
+                old_BC = old[mb] if old is not None else logp_BC.detach()
+                adv = adv_N[mb]
+                if sampler_NC is not None:
+                    if inner == 0:  # the trainer's and the sampler's view of the same tokens
+                        _add_gap(gap, old_BC, sampler_NC[mb], mask_NC[mb])
+                    if cfg.tis_cap:
+                        w_BC = truncated_importance_weights(old_BC, sampler_NC[mb], cfg.tis_cap)
+                        if inner == 0:
+                            at_cap = (w_BC >= cfg.tis_cap * (1 - 1e-6)).float()
+                            gap["capped"] += float((at_cap * mask_NC[mb]).sum())
+                        adv = adv.unsqueeze(-1) * w_BC
                 loss, st = policy_loss(
                     cfg.loss,
                     logp_BC,
-                    old[mb] if old is not None else logp_BC.detach(),
-                    adv_N[mb],
+                    old_BC,
+                    adv,
                     mask_NC[mb],
                     eps_low=cfg.eps_low,
                     eps_high=cfg.eps_high,
@@ -352,7 +376,7 @@ class GRPOTrainer:
         self.scheduler.step()
         tokens = max(sums["tokens"], 1.0)
         mu = cfg.inner_updates
-        return {
+        out = {
             "loss": sums["loss"] / mu,
             "clip_frac": sums["clip_sum"] / tokens,
             "kl": sums["kl_sum"] / tokens,
@@ -361,6 +385,14 @@ class GRPOTrainer:
             "skipped_updates": sums["skipped_updates"],
             "lr": self.scheduler.get_last_lr()[0],
         }
+        if sampler_NC is not None:
+            first = tokens / mu  # the gap is taken in the first inner update only
+            out["rollout_logp_gap"] = gap["abs_sum"] / first
+            out["rollout_logp_gap_max"] = gap["max"]
+            out["rollout_kl"] = gap["sum"] / first
+            if cfg.tis_cap:
+                out["tis_capped_frac"] = gap["capped"] / first
+        return out
 
     def _logprobs(self, model: torch.nn.Module, mb: Packed) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (b, C, V), log-probs of the sampled tokens (b, C)) under `model`, in autocast."""
@@ -572,3 +604,16 @@ def _check_reward_models(cfg: Config) -> None:
             raise ConfigError(
                 f"{key}.path = '{spec.path}' has no config.json: not a saved transformers model"
             )
+
+
+def _add_gap(
+    gap: dict[str, float], trainer_BC: torch.Tensor, sampler_BC: torch.Tensor, mask_BC: torch.Tensor
+) -> None:
+    """Accumulate how far the sampler's log-probs of the sampled tokens are from the trainer's: sum of
+    |difference|, sum of (sampler - trainer) (a k1 estimate of KL(sampler || trainer) once divided by the
+    token count), and the largest |difference|, over tokens in the loss."""
+    diff_BC = (sampler_BC - trainer_BC.detach().float()) * mask_BC
+    gap["abs_sum"] += float(diff_BC.abs().sum())
+    gap["sum"] += float(diff_BC.sum())
+    if diff_BC.numel():
+        gap["max"] = max(gap["max"], float(diff_BC.abs().max()))

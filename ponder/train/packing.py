@@ -28,6 +28,8 @@ class Packed:
     targets_NC: torch.Tensor  # completion tokens, right-padded
     mask_NC: torch.Tensor  # 1.0 where a completion token counts in the loss
     offsets_N: torch.Tensor  # where each completion starts (= prompt length)
+    # the sampler's log-probs of the completion tokens, right-padded with 0; None when a backend gave none
+    sampler_logp_NC: torch.Tensor | None = None
 
     def rows(self, sl: slice) -> Packed:
         """A micro-batch, with trailing all-padding columns trimmed."""
@@ -39,6 +41,7 @@ class Packed:
             self.targets_NC[sl],
             self.mask_NC[sl],
             self.offsets_N[sl],
+            None if self.sampler_logp_NC is None else self.sampler_logp_NC[sl],
         )
 
 
@@ -53,15 +56,26 @@ def pack(completions: list[Completion], pad_id: int, device: torch.device, drop_
     targets = torch.full((n, clen), pad_id, dtype=torch.long)
     mask = torch.zeros((n, clen), dtype=torch.float32)
     offsets = torch.zeros(n, dtype=torch.long)
+    have_logp = all(c.logprobs is not None and len(c.logprobs) == len(c.token_ids) for c in completions)
+    sampler_logp = torch.zeros((n, clen), dtype=torch.float32) if have_logp else None
     for i, c in enumerate(completions):
         p, t = len(c.prompt_ids), len(c.token_ids)
         ids[i, : p + t] = torch.tensor(c.prompt_ids + c.token_ids, dtype=torch.long)
         attn[i, : p + t] = 1
         targets[i, :t] = torch.tensor(c.token_ids, dtype=torch.long)
         offsets[i] = p
+        if sampler_logp is not None and t:
+            sampler_logp[i, :t] = torch.tensor(c.logprobs, dtype=torch.float32)
         if not (drop_truncated and not c.finished):
             mask[i, :t] = 1.0
-    return Packed(ids.to(device), attn.to(device), targets.to(device), mask.to(device), offsets.to(device))
+    return Packed(
+        ids.to(device),
+        attn.to(device),
+        targets.to(device),
+        mask.to(device),
+        offsets.to(device),
+        None if sampler_logp is None else sampler_logp.to(device),
+    )
 
 
 def completion_logits(model: torch.nn.Module, batch: Packed) -> torch.Tensor:
