@@ -71,12 +71,23 @@ def test_stages_chain_cache_and_restart(tmp_path: Path, capsys):
         run_pipeline(recipe, root, start_from="nope")
 
 
-@pytest.mark.parametrize("name", ["r1_tiny", "r1", "distill", "distill_tiny", "distill_smollm2", "multiply"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "recipes/r1_tiny",
+        "recipes/r1",
+        "recipes/distill",
+        "recipes/distill_tiny",
+        "recipes/distill_smollm2",
+        "recipes/multiply",
+        "benchmarks/multiply_rl_trial",
+    ],
+)
 def test_shipped_pipeline_recipes_validate(name, tmp_path):
     from ponder.config import read_toml
     from ponder.pipeline import KINDS, _resolve
 
-    data = read_toml(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml")
+    data = read_toml(Path(__file__).resolve().parents[1] / f"{name}.toml")
     _, stages = parse(data)
     for stage in stages:  # every stage's table builds its config (files are only read when a stage runs)
         KINDS[stage.kind].build(
