@@ -76,6 +76,7 @@ def test_groups_become_n_samples_and_outputs_map_back(fake_vllm):
     gen = VLLMGenerator(model, tok, model_path="/some/dir")
     llm = _FakeLLM.instances[0]
     assert llm.kwargs["model"] == "/some/dir" and llm.kwargs["enable_prefix_caching"]
+    assert llm.kwargs["logprobs_mode"] == "processed_logprobs"  # under softmax(logits / T), as the trainer
     prompts = [[5, 6], [7], [5, 6], [5, 6]]
     sampling = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=12, stop=["</answer>"])
     outs = gen.generate(prompts, sampling, seed=3)
@@ -114,6 +115,31 @@ def test_weights_sync_only_after_they_change(fake_vllm):
     gen.generate([[1]], s, 0)
     assert len(llm.loads) == 2
     assert torch.equal(llm.loads[1][name], p.detach())
+    p.data.mul_(0.5)  # a write the version counter does not see (fused optimizers write like this)
+    gen.generate([[1]], s, 0)
+    assert len(llm.loads) == 3
+    assert torch.equal(llm.loads[2][name], p.detach())
+
+
+class _OldLLM(_FakeLLM):
+    """A vLLM from before `logprobs_mode`: its log-probs are the untempered model's."""
+
+    def __init__(self, **kwargs) -> None:
+        if "logprobs_mode" in kwargs:
+            raise TypeError("LLM.__init__() got an unexpected keyword argument 'logprobs_mode'")
+        super().__init__(**kwargs)
+
+
+def test_untempered_log_probs_are_kept_only_at_temperature_1(fake_vllm):
+    from ponder.rollout.vllm import VLLMGenerator
+
+    fake_vllm.LLM = _OldLLM
+    model, tok = load_model("tiny")
+    gen = VLLMGenerator(model, tok, model_path="/m")
+    assert "logprobs_mode" not in _FakeLLM.instances[-1].kwargs
+    warm, plain = (SamplingConfig(temperature=t, max_new_tokens=4) for t in (0.7, 1.0))
+    assert gen.generate([[1]], warm, 0)[0].logprobs is None
+    assert gen.generate([[1]], plain, 0)[0].logprobs == [-0.5, -1.0]
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch):

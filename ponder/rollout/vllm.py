@@ -1,9 +1,14 @@
 """An optional generation backend on vLLM (`rollout.backend = "vllm"`), for users who have it installed.
 
 vLLM runs in this process next to the trainer (`gpu_memory_utilization` leaves room for training). Before
-each `generate`, if the trainer's parameters changed since the last sync (an optimizer step bumps their
-in-place version counters), their current values are pushed into vLLM's model with its `load_weights`;
-no checkpoint is written or reloaded. Log-probs of the sampled tokens come back from vLLM (`logprobs=0`).
+each `generate`, if the trainer's parameters changed since the last sync (`model_fingerprint`: version
+counters plus a checksum of sampled bits, so fused optimizers and `p.data` writes are seen too), their
+current values are pushed into vLLM's model with its `load_weights`; no checkpoint is written or reloaded.
+Log-probs of the sampled tokens come back from vLLM (`logprobs=0`) in ponder's convention, under
+softmax(logits / T), which is vLLM's `logprobs_mode = "processed_logprobs"` when no top-k / top-p truncates
+(with truncation vLLM reports the truncated sampler's). A vLLM without that option reports the model's
+untempered log-probs; they are then kept only at T = 1 (None otherwise, so nothing compares them with the
+trainer's tempered ones).
 Prompts are token ids; the samples of a GRPO group are requested as `n` samples of one prompt, so vLLM's
 prefix cache shares their prompt.
 
@@ -20,6 +25,7 @@ import torch
 
 from ponder.config import SamplingConfig
 from ponder.rollout.base import Completion, stop_ids
+from ponder.rollout.engine.model import model_fingerprint
 
 
 def _vllm():
@@ -49,21 +55,24 @@ class VLLMGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.stop_ids = stop_ids(model, tokenizer)
-        self.llm = vllm.LLM(
+        options = dict(
             model=model_path,
             dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             enable_prefix_caching=True,
         )
+        try:
+            self.llm = vllm.LLM(**options, logprobs_mode="processed_logprobs")
+            self.tempered_logprobs = True
+        except TypeError:  # a vLLM from before `logprobs_mode`: its log-probs ignore the temperature
+            self.llm = vllm.LLM(**options)
+            self.tempered_logprobs = False
         self._synced: tuple | None = None
-
-    def _version(self) -> tuple:
-        return tuple((id(p), p._version) for p in self.model.parameters())
 
     def sync_weights(self, force: bool = False) -> bool:
         """Push the trainer's weights into vLLM when they changed; True when a sync happened."""
-        version = self._version()
+        version = model_fingerprint(self.model)
         if not force and version == self._synced:
             return False
         weights = [(name, p.detach()) for name, p in self.model.state_dict().items()]
@@ -85,7 +94,7 @@ class VLLMGenerator:
         result: list[Completion | None] = [None] * len(prompt_ids)
         for (prompt, rows), out in zip(groups.items(), outputs, strict=True):
             for row, sample in zip(rows, out.outputs, strict=True):
-                result[row] = self._completion(list(prompt), sample)
+                result[row] = self._completion(list(prompt), sample, sampling.temperature)
         return result  # type: ignore[return-value]
 
     def _params(self, sampling: SamplingConfig, n: int, seed: int):
@@ -102,11 +111,12 @@ class VLLMGenerator:
             logprobs=0,
         )
 
-    def _completion(self, prompt: list[int], sample) -> Completion:
+    def _completion(self, prompt: list[int], sample, temperature: float) -> Completion:
         tokens = list(sample.token_ids)
         finished = sample.finish_reason == "stop"
         logprobs = None
-        if sample.logprobs is not None:
+        usable = self.tempered_logprobs or temperature in (0.0, 1.0)
+        if sample.logprobs is not None and usable:
             logprobs = [step[t].logprob for t, step in zip(tokens, sample.logprobs, strict=True)]
         return Completion(prompt, tokens, sample.text, finished, logprobs)
 
