@@ -2,7 +2,8 @@
 
     ponder train [RECIPE] [--section.key=value ...]   run GRPO (default recipe: recipes/r1_zero.toml)
     ponder train --resume RUN_DIR [--key=value ...]   continue a run from its last checkpoint
-    ponder report RUN_DIR [--samples N]               learning summary (first vs last 20% of steps) + plot
+    ponder report RUN_DIR [--samples N]               learning summary (first vs last 20% of steps) + plot;
+                                                      a pipeline directory: its stage table + each RL stage
     ponder distill [--teacher MODEL_OR_URL] [--student M]   SFT of a student on a teacher's verified samples
     ponder eval --model M [--model M2] --data FILE    pass@1, cons@k, pass@k on a benchmark (R1's protocol)
     ponder serve MODEL [--port 8000]                  OpenAI-compatible HTTP API over the rollout engine
@@ -95,16 +96,31 @@ def cmd_distill(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ponder.report import plot, sample_lines, summarize
+    from ponder.pipeline import summary_table
+    from ponder.report import pipeline_stages, plot, sample_lines, summarize
 
     if overrides:
         raise ConfigError(f"report takes no overrides, got {overrides}")
-    print(summarize(Path(args.run_dir)))
-    if args.samples:
-        print(sample_lines(Path(args.run_dir), args.samples))
-    out = plot(Path(args.run_dir))
-    if out:
-        print(f"plot: {out}")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such directory (give a run directory of `ponder train`)")
+    runs = [run_dir]
+    if not (run_dir / "metrics.jsonl").exists():
+        stages = pipeline_stages(run_dir)
+        if not stages:
+            raise ConfigError(
+                f"{run_dir}: neither a training run (no metrics.jsonl) nor a pipeline directory "
+                "(no stage.json in its subdirectories)"
+            )
+        print(summary_table(stages))  # a pipeline: its stages, then each RL stage's curves
+        runs = [run_dir / r["stage"] for r in stages if r["kind"] == "grpo"]
+    for run in runs:
+        print(summarize(run))
+        if args.samples:
+            print(sample_lines(run, args.samples))
+        out = plot(run) if (run / "metrics.jsonl").exists() else None
+        if out:
+            print(f"plot: {out}")
     return 0
 
 

@@ -6,6 +6,7 @@ ponder report RUN_DIR [--samples N]
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ def learning_summary(
     noise = math.sqrt(fse**2 + lse**2) if not (math.isnan(fse) or math.isnan(lse)) else float("nan")
     z = (last - first) / noise if noise and not math.isnan(noise) else float("nan")
     return {"first": first, "first_se": fse, "last": last, "last_se": lse, "steps_each": k, "z": z}
+
+
+def pipeline_stages(root: Path) -> list[dict[str, Any]]:
+    """The stage records of a pipeline directory: `pipeline.json` when the pipeline finished, else the
+    `stage.json` of every finished stage (a pipeline still running, or stopped), oldest first."""
+    done = root / "pipeline.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    found = sorted(root.glob("*/stage.json"), key=lambda p: p.stat().st_mtime)
+    records = [(p.parent.name, json.loads(p.read_text())) for p in found]
+    return [r for name, r in records if isinstance(r, dict) and r.get("stage") == name]
 
 
 def summarize(run_dir: Path) -> str:

@@ -153,3 +153,22 @@ def test_cache_follows_file_contents_and_a_rerun_replaces_stale_output(tmp_path:
     data.write_text(data.read_text() + json.dumps(rows[0]) + "\n")
     assert [r["cached"] for r in run_pipeline(recipe, root)] == [False]
     assert not stale.exists() and (root / "sft" / "model" / "config.json").exists()
+
+
+def test_report_on_a_pipeline_directory_lists_stages_and_the_rl_curves(tmp_path: Path, capsys):
+    from ponder.cli import main
+
+    root = tmp_path / "run"
+    recipe = _recipe(data={"kind": "cot_data", "task": {"digits": 1}, "count": 8}, rl=TINY_GRPO)
+    run_pipeline(recipe, root)
+    capsys.readouterr()
+    assert main(["report", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "cot_data" in out and f"{root / 'rl'}: 2 steps" in out and (root / "rl" / "curves.png").exists()
+    (root / "pipeline.json").unlink()  # a pipeline still running: its finished stages' records
+    assert main(["report", str(root)]) == 0
+    assert f"{root / 'rl'}: 2 steps" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert main(["report", str(tmp_path)]) == 2  # no run, no stages
+    err = capsys.readouterr().err
+    assert "no such directory" in err and "neither a training run" in err
