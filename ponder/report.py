@@ -13,8 +13,15 @@ from typing import Any
 
 from ponder.train.metrics import mean_and_se, read_jsonl
 
-# per-step metrics summarised (first vs last steps) and plotted, in this order
+# per-step metrics summarised (first vs last steps) and plotted, in this order: RL runs, then SFT runs
 CURVES = ("correct", "accuracy", "format", "reward", "response_len_mean", "reflection_frac", "distinct_frac")
+SFT_CURVES = ("loss",)
+
+
+def _curves(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The curves this run logs: an RL run's, else an SFT run's training loss."""
+    rl = tuple(k for k in CURVES if k in rows[0])
+    return rl or tuple(k for k in SFT_CURVES if k in rows[0])
 
 
 def learning_summary(
@@ -52,10 +59,9 @@ def summarize(run_dir: Path) -> str:
     rows = read_jsonl(path)
     if not rows:
         return f"{run_dir}: no steps logged"
-    lines = [f"{run_dir}: {len(rows)} steps, {sum(r['time_step'] for r in rows):.0f} s"]
-    for key in CURVES:
-        if key not in rows[0]:
-            continue
+    seconds = sum(r.get("time_step", r.get("time", 0.0)) for r in rows)
+    lines = [f"{run_dir}: {len(rows)} steps, {seconds:.0f} s"]
+    for key in _curves(rows):
         s = learning_summary(rows, key)
         lines.append(
             f"  {key:9s} first {s['steps_each']} steps {s['first']:.3f} ± {s['first_se']:.3f}   "
@@ -65,14 +71,18 @@ def summarize(run_dir: Path) -> str:
     if evals.exists() and evals.stat().st_size:
         ev = read_jsonl(evals)
         a, b = ev[0], ev[-1]
+        rl = "n_items" in a
+        size = f"{a['n_items']} items x {a['samples']}, " if rl else f"{a.get('examples', '?')} rows, "
         lines.append(
-            f"  held-out ({a['n_items']} items x {a['samples']}, steps {a['step']} -> {b['step']}): "
+            f"  held-out ({size}steps {a['step']} -> {b['step']}): "
             + ", ".join(
                 f"{k} {a[k]:.3f} -> {b[k]:.3f}"
-                for k in ("correct", "accuracy", "format", "response_len_mean", "reflection")
+                for k in ("correct", "accuracy", "format", "response_len_mean", "reflection", "loss")
                 if k in a and k in b
             )
         )
+    if "time_gen" not in rows[0]:  # an SFT run: no generation
+        return "\n".join(lines)
     gen = sum(r["time_gen"] for r in rows)
     rew = sum(r["time_reward"] for r in rows)
     trn = sum(r["time_train"] for r in rows)
@@ -101,7 +111,8 @@ def sample_lines(run_dir: Path, n: int, width: int = 600) -> str:
 
 
 def plot(run_dir: Path) -> Path | None:
-    """Write `curves.png` (reward, accuracy, format, length, reflection per step); None without matplotlib."""
+    """Write `curves.png` (reward, accuracy, format, length, reflection per step; an SFT run: its loss);
+    None without matplotlib or steps."""
     try:
         import matplotlib
 
@@ -110,9 +121,12 @@ def plot(run_dir: Path) -> Path | None:
     except ImportError:
         return None
     rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    if not rows:
+        return None
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3))
-    for ax, key in zip(axes, CURVES, strict=True):
+    curves = _curves(rows)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, key in zip(axes[0], curves, strict=True):
         ax.plot(steps, [r.get(key, float("nan")) for r in rows])
         ax.set_title(key)
         ax.set_xlabel("step")

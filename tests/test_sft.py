@@ -273,6 +273,12 @@ def test_run_directory_and_model_load_with_plain_transformers(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[name], p)
     with pytest.raises(FileExistsError, match="already holds"):
         run_sft(cfg, run)
+    from ponder.report import plot, summarize  # `ponder report` reads an SFT run too: loss curve
+
+    text = summarize(run)
+    assert text.startswith(f"{run}: 2 steps") and "loss      first 1 steps" in text
+    assert "held-out (1 rows" in text
+    assert plot(run) == run / "curves.png" and (run / "curves.png").stat().st_size > 0
 
 
 def test_packed_bf16_autocast_run_trains(tmp_path):
