@@ -1,5 +1,6 @@
-"""Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG, and
-responses from the start and the end of training side by side (how the reasoning changed).
+"""Learning summaries of a run directory: did accuracy rise beyond its noise? Plus curves as a PNG,
+responses from the start and the end of training side by side (how the reasoning changed), and the
+warning a running GRPO prints when its responses collapse onto one string (`collapse_warning`).
 
 ponder report RUN_DIR [--samples N]
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,24 @@ def plot(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+COLLAPSE_DISTINCT = 0.1  # below this share of distinct responses across prompts, `collapse_warning` speaks
+
+
+def collapse_warning(row: dict[str, Any], warned: bool) -> bool:
+    """Print once (to stderr) when a step's responses to different prompts collapse onto a few strings (under
+    10%, or one string for every prompt of a step with at least 4): what a policy that reward-hacks a
+    format reward by copying a fixed text looks like. Returns whether it has warned."""
+    prompts, frac = row.get("groups_kept", 0), row.get("distinct_frac", 1.0)
+    if warned or prompts < 4 or (frac >= COLLAPSE_DISTINCT and round(frac * prompts) > 1):
+        return warned
+    print(
+        f"ponder: warning: step {row['step']}: only {row['distinct_frac']:.1%} of the responses to different "
+        "prompts are distinct "
+        f"(accuracy {row.get('accuracy', float('nan')):.1%}, format {row.get('format', float('nan')):.1%}): "
+        "the policy may be answering every prompt with one string (reward hacking); see samples.jsonl",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True

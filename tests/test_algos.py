@@ -21,6 +21,7 @@ from ponder.algos import (
     entropy_from_logits,
     get,
     policy_loss,
+    sampler_gap,
     token_logprobs,
     truncated_importance_weights,
 )
@@ -381,3 +382,13 @@ def test_truncated_importance_weights_are_the_capped_ratio_on_cpu():
     assert not w.requires_grad
     with pytest.raises(ValueError, match=">= 1"):
         truncated_importance_weights(trainer, sampler, cap=0.5)
+
+
+def test_sampler_gap_sums_over_masked_tokens_on_cpu():
+    trainer = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0]])
+    sampler = torch.tensor([[-1.0, -3.0, -0.1], [-4.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]])  # the -3 difference is masked out
+    g = sampler_gap(trainer, sampler, mask, cap=2.0)
+    assert float(g["abs_sum"]) == pytest.approx(1.4) and float(g["sum"]) == pytest.approx(-0.6)
+    assert float(g["max"]) == pytest.approx(1.0) and float(g["capped"]) == 1.0  # w = e^1 >= 2
+    assert "capped" not in sampler_gap(trainer, sampler, mask)

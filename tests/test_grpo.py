@@ -262,7 +262,7 @@ def test_unsupported_architecture_falls_back_to_transformers(tmp_path, monkeypat
 
 
 def test_collapse_warning_speaks_once_when_responses_collapse(capsys):
-    from ponder.stages.grpo import collapse_warning
+    from ponder.report import collapse_warning
 
     varied = {"step": 3, "groups_kept": 32, "distinct_frac": 0.9, "accuracy": 0.1, "format": 0.5}
     assert collapse_warning(varied, False) is False

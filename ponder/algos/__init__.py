@@ -20,6 +20,7 @@ from ponder.algos.losses import (
     clipped_surrogate,
     entropy_from_logits,
     policy_loss,
+    sampler_gap,
     token_logprobs,
     truncated_importance_weights,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "kl_k3",
     "policy_loss",
     "rloo_advantages",
+    "sampler_gap",
     "token_logprobs",
     "truncated_importance_weights",
 ]

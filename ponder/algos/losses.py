@@ -183,6 +183,28 @@ def truncated_importance_weights(old_logp_BT: Tensor, sampler_logp_BT: Tensor, c
     return torch.exp(log_w_BT)
 
 
+def sampler_gap(
+    old_logp_BT: Tensor, sampler_logp_BT: Tensor, mask_BT: Tensor, cap: float = 0.0
+) -> dict[str, Tensor]:
+    """How far the sampler's log-probs of the sampled tokens are from the trainer's, as detached sums over
+    masked tokens (add them across micro-batches, divide by the token count once): "abs_sum" of
+    |sampler - trainer|, "sum" of (sampler - trainer) (a k1 estimate of KL(sampler || trainer)), "max" |Δ|,
+    and with a cap, "capped": tokens whose `truncated_importance_weights` hit it.
+
+    Shapes: old_logp_BT, sampler_logp_BT, mask_BT (B, T) -> scalar tensors.
+    """
+    diff_BT = (sampler_logp_BT.float() - old_logp_BT.detach().float()) * mask_BT
+    zero = diff_BT.new_zeros(())
+    stats = {
+        "abs_sum": diff_BT.abs().sum(),
+        "sum": diff_BT.sum(),
+        "max": diff_BT.abs().max() if diff_BT.numel() else zero,
+    }
+    if cap:  # log w = -(sampler - trainer) reaches log(cap)
+        stats["capped"] = ((-diff_BT >= math.log(cap) - 1e-6) * mask_BT).sum()
+    return stats
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

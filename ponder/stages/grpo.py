@@ -22,7 +22,6 @@ general prompts themselves, only for the last `reward.models_last_steps` steps.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -35,6 +34,7 @@ from ponder.algos import (
     advantages_with_unscorable,
     entropy_from_logits,
     policy_loss,
+    sampler_gap,
     token_logprobs,
     truncated_importance_weights,
 )
@@ -45,6 +45,7 @@ from ponder.data.templates import prompt_ids
 from ponder.evaluate import evaluate_items
 from ponder.evaluate.metrics import has_reflection
 from ponder.model import copy_for_reference, load_model, pick_device, save_checkpoint
+from ponder.report import collapse_warning
 from ponder.rewards.reward_model import RewardModelScorer
 from ponder.rewards.routing import GENERAL, PreferenceModel, RoutedRewards, kind_of, preference_active
 from ponder.rollout import Completion, Generator, HFGenerator
@@ -73,27 +74,6 @@ class Batch:
     prompts_drawn: int
     groups_dropped: int
     general_on: bool = True  # whether general prompts (and their reward models) were on for this step
-
-
-COLLAPSE_DISTINCT = 0.1  # below this share of distinct responses across prompts, `collapse_warning` speaks
-
-
-def collapse_warning(row: dict[str, Any], warned: bool) -> bool:
-    """Print once (to stderr) when a step's responses to different prompts collapse onto a few strings (under
-    10%, or one string for every prompt of a step with at least 4): what a policy that reward-hacks a
-    format reward by copying a fixed text looks like. Returns whether it has warned."""
-    prompts, frac = row.get("groups_kept", 0), row.get("distinct_frac", 1.0)
-    if warned or prompts < 4 or (frac >= COLLAPSE_DISTINCT and round(frac * prompts) > 1):
-        return warned
-    print(
-        f"ponder: warning: step {row['step']}: only {row['distinct_frac']:.1%} of the responses to different "
-        "prompts are distinct "
-        f"(accuracy {row.get('accuracy', float('nan')):.1%}, format {row.get('format', float('nan')):.1%}): "
-        "the policy may be answering every prompt with one string (reward hacking); see samples.jsonl",
-        file=sys.stderr,
-        flush=True,
-    )
-    return True
 
 
 class GRPOTrainer:
@@ -327,22 +307,18 @@ class GRPOTrainer:
             "grad_norm": 0.0,
             "skipped_updates": 0.0,
         }
-        gap = {"abs_sum": 0.0, "sum": 0.0, "max": 0.0, "capped": 0.0}
+        gaps: list[dict[str, torch.Tensor]] = []  # sampler vs trainer, first inner update, per micro-batch
         for inner in range(cfg.inner_updates):
             self.optimizer.zero_grad(set_to_none=True)
             for mb in chunks:
                 logits, logp_BC = self._logprobs(self.model, packed.rows(mb))  # (b, C, V), (b, C)
                 old_BC = old[mb] if old is not None else logp_BC.detach()
                 adv = adv_N[mb]
-                if sampler_NC is not None:
-                    if inner == 0:  # the trainer's and the sampler's view of the same tokens
-                        _add_gap(gap, old_BC, sampler_NC[mb], mask_NC[mb])
-                    if cfg.tis_cap:
-                        w_BC = truncated_importance_weights(old_BC, sampler_NC[mb], cfg.tis_cap)
-                        if inner == 0:
-                            at_cap = (w_BC >= cfg.tis_cap * (1 - 1e-6)).float()
-                            gap["capped"] += float((at_cap * mask_NC[mb]).sum())
-                        adv = adv.unsqueeze(-1) * w_BC
+                if sampler_NC is not None and inner == 0:
+                    gaps.append(sampler_gap(old_BC, sampler_NC[mb], mask_NC[mb], cfg.tis_cap))
+                if cfg.tis_cap:  # the sampler's log-probs are there (checked above)
+                    w_BC = truncated_importance_weights(old_BC, sampler_NC[mb], cfg.tis_cap)
+                    adv = adv.unsqueeze(-1) * w_BC
                 loss, st = policy_loss(
                     cfg.loss,
                     logp_BC,
@@ -385,13 +361,14 @@ class GRPOTrainer:
             "skipped_updates": sums["skipped_updates"],
             "lr": self.scheduler.get_last_lr()[0],
         }
-        if sampler_NC is not None:
+        if gaps:
             first = tokens / mu  # the gap is taken in the first inner update only
-            out["rollout_logp_gap"] = gap["abs_sum"] / first
-            out["rollout_logp_gap_max"] = gap["max"]
-            out["rollout_kl"] = gap["sum"] / first
+            total = {k: float(sum(g[k] for g in gaps)) for k in gaps[0]}
+            out["rollout_logp_gap"] = total["abs_sum"] / first
+            out["rollout_logp_gap_max"] = float(max(g["max"] for g in gaps))
+            out["rollout_kl"] = total["sum"] / first
             if cfg.tis_cap:
-                out["tis_capped_frac"] = gap["capped"] / first
+                out["tis_capped_frac"] = total["capped"] / first
         return out
 
     def _logprobs(self, model: torch.nn.Module, mb: Packed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -604,16 +581,3 @@ def _check_reward_models(cfg: Config) -> None:
             raise ConfigError(
                 f"{key}.path = '{spec.path}' has no config.json: not a saved transformers model"
             )
-
-
-def _add_gap(
-    gap: dict[str, float], trainer_BC: torch.Tensor, sampler_BC: torch.Tensor, mask_BC: torch.Tensor
-) -> None:
-    """Accumulate how far the sampler's log-probs of the sampled tokens are from the trainer's: sum of
-    |difference|, sum of (sampler - trainer) (a k1 estimate of KL(sampler || trainer) once divided by the
-    token count), and the largest |difference|, over tokens in the loss."""
-    diff_BC = (sampler_BC - trainer_BC.detach().float()) * mask_BC
-    gap["abs_sum"] += float(diff_BC.abs().sum())
-    gap["sum"] += float(diff_BC.sum())
-    if diff_BC.numel():
-        gap["max"] = max(gap["max"], float(diff_BC.abs().max()))
