@@ -38,6 +38,59 @@ def fingerprint(runner: PagedLlama, cache: KVCache) -> tuple:
     return params, packed.addresses(), packed.epoch, packed.dtype, id(cache), autocast
 
 
+class HostInputs:
+    """The decode graphs' inputs as the host writes them: two int32 buffers, alternated by step.
+
+    Layout of a buffer for at most `bmax` rows: tokens, positions, cache slots, context lengths (`bmax`
+    each), then a (bmax, width) block-table matrix. Rows past a step's batch are padding (token 0 at
+    position 0, in the scratch block). With overlapped decode the host fills one buffer while the copy out
+    of the other may still be queued behind the running step. Pure host work, run every step: it is
+    vectorised except for block-table rows, which are rewritten only when they changed."""
+
+    def __init__(self, bmax: int, width: int, block_size: int, scratch_block: int, pin: bool) -> None:
+        self.bmax, self.width, self.block_size, self.scratch = bmax, width, block_size, scratch_block
+        n = 4 * bmax + bmax * width
+        self.buffers = [torch.zeros(n, dtype=torch.int32, pin_memory=pin) for _ in range(2)]
+        self.written: list[list[tuple[list[int], int]]] = [[], []]  # (table, its length) per filled row
+        for turn in range(2):
+            self._pad(turn, 0)
+
+    def fill(
+        self, turn: int, tokens: list[int] | None, positions: list[int], tables: list[list[int]]
+    ) -> None:
+        """Write one step's rows into buffer `turn`: row i feeds `tokens[i]` (None: the tokens are copied
+        on the device) at `positions[i]` of the sequence whose block table is `tables[i]`; its cache slot
+        and context length follow from those."""
+        h, bmax, w, bs = self.buffers[turn].numpy(), self.bmax, self.width, self.block_size
+        n = len(positions)
+        if tokens is not None:
+            h[:n] = tokens
+        t = h[4 * bmax : 4 * bmax + n * w].reshape(n, w)
+        written = self.written[turn]  # what this buffer's rows already hold
+        for i, row in enumerate(tables):
+            if i < len(written) and written[i][0] is row and written[i][1] == len(row):
+                continue  # same sequence, no new block since this buffer was last filled
+            if len(row) > w:
+                raise RuntimeError(f"a sequence holds {len(row)} blocks; the decode graphs allow {w}")
+            t[i, : len(row)] = row
+        self.written[turn] = [(row, len(row)) for row in tables]
+        pos = np.asarray(positions, dtype=np.int32)
+        h[bmax : bmax + n] = pos
+        h[2 * bmax : 2 * bmax + n] = t[np.arange(n), pos // bs] * bs + pos % bs
+        h[3 * bmax : 3 * bmax + n] = pos + 1
+        self._pad(turn, n)
+
+    def _pad(self, turn: int, start: int) -> None:
+        """Rows from `start` on become padding: token 0 at position 0, in the scratch block."""
+        h, bmax, w, scratch = self.buffers[turn].numpy(), self.bmax, self.width, self.scratch
+        h[start:bmax] = 0  # tokens
+        h[bmax + start : 2 * bmax] = 0  # positions
+        h[2 * bmax + start : 3 * bmax] = scratch * self.block_size  # slots
+        h[3 * bmax + start : 4 * bmax] = 1  # context lengths
+        h[4 * bmax + start * w : 4 * bmax + bmax * w : w] = scratch
+        del self.written[turn][start:]  # the padded rows' tables now point at the scratch block
+
+
 class DecodeGraphs:
     """Captured decode forwards of `runner` over `cache` for batch sizes up to `max_batch`."""
 
@@ -48,24 +101,16 @@ class DecodeGraphs:
         self.fingerprint = fingerprint(runner, cache)
         bmax, dev = self.sizes[-1], runner.device
         self.bmax = bmax
-        n = 4 * bmax + bmax * self.width
-        # two pinned host buffers, alternated: with overlapped decode the host fills one while the copy
-        # out of the other may still be queued behind the running step
-        self.hosts = [torch.zeros(n, dtype=torch.int32, pin_memory=True) for _ in range(2)]
-        self.copied = [torch.cuda.Event(), torch.cuda.Event()]
+        self.inputs = HostInputs(bmax, self.width, cache.block_size, cache.scratch_block, pin=True)
+        self.copied = [torch.cuda.Event(), torch.cuda.Event()]  # each host buffer's last copy
         self.turn = 0
-        self.written: list[list[tuple[list[int], int]]] = [[], []]
-        self.host, self.host_np = self.hosts[0], self.hosts[0].numpy()
-        self.buf = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.buf = torch.zeros(4 * bmax + bmax * self.width, dtype=torch.int32, device=dev)
         self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
         self.tables = self.buf[4 * bmax :].view(bmax, self.width)
         self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
         self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
         self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
-        for host in self.hosts:
-            self.host_np = host.numpy()
-            self._pad(0)
-        self.buf.copy_(self.hosts[0])
+        self.buf.copy_(self.inputs.buffers[0])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
@@ -83,52 +128,22 @@ class DecodeGraphs:
         meta = AttnMeta.decode(self.tables[:b], self.ctx[:b], self.rows[:b], self.zeros[:b], self.ones[:b])
         return self.runner.hidden(self.cache, self.tokens[:b], self.positions[:b], self.slots[:b], meta)
 
-    def _pad(self, start: int) -> None:
-        """Host rows from `start` on become padding: token 0 at position 0, in the scratch block."""
-        h, bmax, bs = self.host_np, self.bmax, self.cache.block_size
-        scratch = self.cache.scratch_block
-        h[start:bmax] = 0  # tokens
-        h[bmax + start : 2 * bmax] = 0  # positions
-        h[2 * bmax + start : 3 * bmax] = scratch * bs  # slots
-        h[3 * bmax + start : 4 * bmax] = 1  # context lengths
-        h[4 * bmax + start * self.width : 4 * bmax + bmax * self.width : self.width] = scratch
-
     def run(
-        self,
-        tokens: list[int] | torch.Tensor,
-        positions: list[int],
-        slots: list[int],
-        tables: list[list[int]],
+        self, tokens: list[int] | torch.Tensor, positions: list[int], tables: list[list[int]]
     ) -> torch.Tensor:
-        """Logits (n, V) of one decode step for n rows (n <= the largest captured size). `tokens` may be a
+        """Logits (n, V) of one decode step for n rows (n <= the largest captured size): row i feeds
+        `tokens[i]` at `positions[i]` of the sequence whose block table is `tables[i]`. `tokens` may be a
         device tensor (the previous step's samples, not yet on the host)."""
         n = len(positions)
         b = next(s for s in self.sizes if s >= n)
         self.turn ^= 1
         self.copied[self.turn].synchronize()  # the copy out of this buffer, two steps ago, is done
-        self.host = self.hosts[self.turn]
-        self.host_np = h = self.host.numpy()
-        bmax, w = self.bmax, self.width
-        if not isinstance(tokens, torch.Tensor):
-            h[:n] = tokens
-        h[bmax : bmax + n] = positions
-        h[2 * bmax : 2 * bmax + n] = slots
-        h[3 * bmax : 3 * bmax + n] = np.asarray(positions) + 1
-        t = h[4 * bmax : 4 * bmax + n * w].reshape(n, w)
-        written = self.written[self.turn]  # what this host buffer's rows already hold
-        for i, row in enumerate(tables):
-            if i < len(written) and written[i][0] is row and written[i][1] == len(row):
-                continue  # same sequence, no new block since this buffer was last filled
-            if len(row) > w:
-                raise RuntimeError(f"a sequence holds {len(row)} blocks; the decode graphs allow {w}")
-            t[i, : len(row)] = row
-        self.written[self.turn] = [(row, len(row)) for row in tables]
-        self._pad(n)
-        del self.written[self.turn][n:]  # padding overwrote the rows past n
-        used = 4 * bmax + b * w
-        self.buf[:used].copy_(self.host[:used], non_blocking=True)
+        on_device = isinstance(tokens, torch.Tensor)
+        self.inputs.fill(self.turn, None if on_device else tokens, positions, tables)
+        used = 4 * self.bmax + b * self.width
+        self.buf[:used].copy_(self.inputs.buffers[self.turn][:used], non_blocking=True)
         self.copied[self.turn].record()
-        if isinstance(tokens, torch.Tensor):
+        if on_device:
             self.tokens[:n].copy_(tokens)
         self.graphs[b].replay()
         return self.runner.logits(self.outputs[b][:n], packed=True)

@@ -229,12 +229,15 @@ class Engine:
             tokens_in = prev.tokens
         else:
             row = {id(s): i for i, s in enumerate(prev.seqs)}
-            idx = torch.tensor([row[id(s)] for s in seqs], device=prev.tokens.device)
+            idx = _to_device([row[id(s)] for s in seqs], prev.tokens.device)
             tokens_in = prev.tokens.index_select(0, idx)
         logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
         logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
         tokens_B, logps_B = sample_tensors(
-            logits_BV, [s.generator for s in seqs], sampling, [s.num_generated + offset for s in seqs]
+            logits_BV,
+            [s.generator for s in seqs],
+            sampling,
+            [len(s.tokens) - s.prompt_len + offset for s in seqs],
         )
         self.stats.decode_steps += 1
         self.stats.decode_tokens += len(seqs)
@@ -245,11 +248,11 @@ class Engine:
     ) -> torch.Tensor:
         """Logits of one decode step: sequence s feeds `tokens[i]` at position len(s) - 1 + offset."""
         bs = self.blocks.block_size
-        positions = [len(s) - 1 + offset for s in seqs]
-        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=True)]
+        positions = [len(s.tokens) - 1 + offset for s in seqs]
         graphs = self._call_graphs
         if graphs is not None and len(seqs) <= graphs.bmax:
-            return graphs.run(tokens, positions, slots, [s.block_table for s in seqs])
+            return graphs.run(tokens, positions, [s.block_table for s in seqs])
+        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=True)]
         dev = cache.device
         block_q = 0
         if self._kernel(cache) == "triton":
@@ -311,8 +314,8 @@ class Engine:
         early = [i for i, s in enumerate(seqs) if s.num_generated + offset < sampling.min_new_tokens]
         if not early:
             return logits_SV
-        rows = torch.tensor(early, device=logits_SV.device)[:, None]
-        cols = torch.tensor(sorted(self.stop_ids), device=logits_SV.device)[None, :]
+        rows = _to_device(early, logits_SV.device)[:, None]
+        cols = _to_device(sorted(self.stop_ids), logits_SV.device)[None, :]
         logits_SV = logits_SV.clone()
         logits_SV[rows, cols] = float("-inf")
         return logits_SV
@@ -390,6 +393,16 @@ class Engine:
             finished=seq.finished,
             logprobs=list(seq.logprobs),
         )
+
+
+def _to_device(xs: list[int], device: torch.device) -> torch.Tensor:
+    """An int64 tensor of `xs` on `device` without waiting for the GPU: a plain `torch.tensor(xs,
+    device=cuda)` copies from pageable memory and synchronises the stream, which would drain the queued
+    decode step that overlapped decoding keeps ahead of the host."""
+    t = torch.tensor(xs, dtype=torch.long)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _stop_text_check(tokenizer, stops: list[str]):

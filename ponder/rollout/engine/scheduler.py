@@ -149,11 +149,15 @@ class Scheduler:
         applies the in-flight results first and schedules normally."""
         if self.prefilling or (self.waiting and len(self.running) < self.max_batch):
             return None
-        bs = self.blocks.block_size
-        nxt = [
-            s for s in seqs if not s.done and s.num_generated + 1 < (s.max_new_tokens or self.max_new_tokens)
-        ]
-        short = [s for s in nxt if len(s.block_table) < blocks_for(len(s) + 1, bs)]
+        bs, limit = self.blocks.block_size, self.max_new_tokens
+        nxt, short = [], []
+        for s in seqs:  # the hot path: one pass, no property calls
+            n = len(s.tokens)
+            if s.done or n - s.prompt_len + 1 >= (s.max_new_tokens or limit):
+                continue
+            nxt.append(s)
+            if len(s.block_table) * bs <= n:  # no slot for token n + 1 yet
+                short.append(s)
         if len(short) > self.blocks.num_free:
             return None
         for s in short:
@@ -250,26 +254,33 @@ class Scheduler:
     def on_prefilled(self, group: list[Sequence], tokens: list[int], logps: list[float]) -> None:
         """The group's prompt is cached; each sample got its first token. Survivors join `running`."""
         self.prefilling = [a for a in self.prefilling if a.group is not group]
-        for seq, tok, lp in zip(group, tokens, logps, strict=True):
-            self._computed(seq, len(seq))
-            self.running.append(seq)
-            self._append(seq, tok, lp)
+        self.running += group
+        self.on_decoded(group, tokens, logps)
 
     def on_decoded(self, seqs: list[Sequence], tokens: list[int], logps: list[float]) -> None:
-        for seq, tok, lp in zip(seqs, tokens, logps, strict=True):
-            self._computed(seq, len(seq))
-            self._append(seq, tok, lp)
+        """Each of `seqs` (running) got one more token; the ones that stopped or reached their limit leave.
 
-    def _append(self, seq: Sequence, token: int, logp: float) -> None:
-        seq.tokens.append(token)
-        seq.logprobs.append(logp)
-        if self.on_token is not None:
-            self.on_token(seq.index, token)
-        seq.finished = token in self.stop_ids or (
-            self.stop_text is not None and self.stop_text(seq.completion)
-        )
-        if seq.finished or seq.num_generated >= (seq.max_new_tokens or self.max_new_tokens):
-            seq.done = True
-            self.blocks.release(seq.block_table)
-            seq.block_table = []
-            self.running.remove(seq)
+        The decode hot path (every running sequence, every step): one loop with no calls in the common
+        case (no block became full, no stop)."""
+        bs, limit = self.blocks.block_size, self.max_new_tokens
+        stop_ids, stop_text, on_token = self.stop_ids, self.stop_text, self.on_token
+        ended = []
+        for seq, tok, lp in zip(seqs, tokens, logps, strict=True):
+            toks = seq.tokens
+            n = len(toks)  # all of them are in the cache now
+            if n // bs > seq.num_cached // bs:
+                self._computed(seq, n)  # a block became full: register it in the prefix cache
+            else:
+                seq.num_cached = n
+            toks.append(tok)
+            seq.logprobs.append(lp)
+            if on_token is not None:
+                on_token(seq.index, tok)
+            seq.finished = tok in stop_ids or (stop_text is not None and stop_text(seq.completion))
+            if seq.finished or n + 1 - seq.prompt_len >= (seq.max_new_tokens or limit):
+                seq.done = True
+                self.blocks.release(seq.block_table)
+                seq.block_table = []
+                ended.append(seq)
+        if ended:
+            self.running = [s for s in self.running if not s.done]

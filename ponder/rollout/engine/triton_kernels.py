@@ -18,6 +18,7 @@ Both run on CUDA; the tests run them on the CPU through Triton's interpreter (TR
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -300,8 +301,17 @@ def fused_sample(
 
 def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> torch.Tensor:
     """(B, 3) int64 rows (seed low 32 bits, seed high 32 bits, step) for `gumbel_sample`."""
-    rows = [(s & _M32, (s >> 32) & _M32, t & _M32) for s, t in zip(seeds, steps, strict=True)]
-    return torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+    if len(seeds) != len(steps):
+        raise ValueError(f"{len(seeds)} seeds for {len(steps)} steps")
+    seed = np.array(seeds, dtype=np.uint64)
+    keys = np.empty((len(seeds), 3), dtype=np.int64)
+    keys[:, 0] = seed & _M32
+    keys[:, 1] = seed >> np.uint64(32)
+    keys[:, 2] = np.asarray(steps, dtype=np.int64) & _M32
+    out = torch.from_numpy(keys)
+    if torch.device(device).type == "cuda":  # pinned, so the copy does not wait for the queued GPU work
+        return out.pin_memory().to(device, non_blocking=True)
+    return out.to(device)
 
 
 def gumbel_sample(logits_BV: torch.Tensor, keys_B3: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,0 +1,147 @@
+"""The decode graphs' host inputs (`cuda_graphs.HostInputs`): what a step writes, checked on the CPU (the
+graphs themselves need CUDA)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import sharpen
+
+from ponder.config import SamplingConfig
+from ponder.model import load_model
+from ponder.rollout.engine import Engine
+from ponder.rollout.engine.cuda_graphs import DecodeGraphs, HostInputs, batch_sizes
+from ponder.rollout.engine.model import AttnMeta
+
+BMAX, WIDTH, BS, SCRATCH = 8, 4, 16, 99
+
+
+def _rows(h: HostInputs, turn: int) -> dict[str, np.ndarray]:
+    a = h.buffers[turn].numpy()
+    return {
+        "tokens": a[:BMAX],
+        "positions": a[BMAX : 2 * BMAX],
+        "slots": a[2 * BMAX : 3 * BMAX],
+        "ctx": a[3 * BMAX : 4 * BMAX],
+        "tables": a[4 * BMAX :].reshape(BMAX, WIDTH),
+    }
+
+
+def test_fill_writes_slots_and_context_from_the_tables_and_pads_the_rest():
+    h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
+    tables = [[5, 7], [3], [11, 12, 13]]
+    positions = [20, 0, 47]  # block 1 of seq 0, block 0 of seq 1, block 2 of seq 2
+    h.fill(1, [101, 102, 103], positions, tables)
+    r = _rows(h, 1)
+    assert r["tokens"][:3].tolist() == [101, 102, 103]
+    assert r["positions"][:3].tolist() == positions
+    assert r["slots"][:3].tolist() == [7 * BS + 4, 3 * BS + 0, 13 * BS + 15]
+    assert r["ctx"][:3].tolist() == [21, 1, 48]
+    assert r["tables"][0, :2].tolist() == [5, 7] and r["tables"][2, :3].tolist() == [11, 12, 13]
+    # padding: token 0 at position 0 in the scratch block, context 1
+    assert r["tokens"][3:].tolist() == [0] * 5 and r["positions"][3:].tolist() == [0] * 5
+    assert r["slots"][3:].tolist() == [SCRATCH * BS] * 5 and r["ctx"][3:].tolist() == [1] * 5
+    assert r["tables"][3:, 0].tolist() == [SCRATCH] * 5
+    assert _rows(h, 0)["slots"].tolist() == [SCRATCH * BS] * BMAX  # the other buffer is untouched
+
+
+def test_device_tokens_leave_the_token_row_alone():
+    h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
+    h.fill(0, [9, 9], [1, 2], [[1], [2]])
+    h.fill(0, None, [2, 3], [[1], [2]])
+    assert _rows(h, 0)["tokens"][:2].tolist() == [9, 9]
+    assert _rows(h, 0)["positions"][:2].tolist() == [2, 3]
+
+
+def test_a_grown_or_replaced_table_is_rewritten_and_a_shrunk_batch_repadded():
+    h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
+    a, b = [1], [2]
+    h.fill(0, [0, 0], [15, 3], [a, b])
+    a.append(8)  # the same list grew a block (as the scheduler does)
+    c = [6, 4]  # another sequence takes row 1
+    h.fill(0, [0, 0], [16, 17], [a, c])
+    r = _rows(h, 0)
+    assert r["tables"][0, :2].tolist() == [1, 8] and r["tables"][1, :2].tolist() == [6, 4]
+    assert r["slots"][:2].tolist() == [8 * BS + 0, 4 * BS + 1]
+    h.fill(0, [0], [17], [a])  # row 1's sequence finished
+    r = _rows(h, 0)
+    assert r["slots"][1] == SCRATCH * BS and r["tables"][1, 0] == SCRATCH
+    h.fill(0, [0, 0], [17, 17], [a, c])  # it comes back: its table must be written again, not assumed
+    assert _rows(h, 0)["tables"][1, :2].tolist() == [6, 4]
+
+
+def test_a_table_wider_than_the_graphs_is_an_error():
+    h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
+    with pytest.raises(RuntimeError, match="holds 5 blocks"):
+        h.fill(0, [0], [0], [[1, 2, 3, 4, 5]])
+
+
+class _NoEvent:
+    def synchronize(self) -> None: ...
+    def record(self) -> None: ...
+
+
+class _EagerGraphs(DecodeGraphs):
+    """`DecodeGraphs` on the CPU: the same host inputs, buffer copy and `run`; each "replay" runs the SDPA
+    forward on what the device buffer then holds (tokens, positions, slots, context lengths, tables), as
+    the captured graph reads them."""
+
+    def __init__(self, runner, cache, max_batch: int, width: int) -> None:
+        self.runner, self.cache = runner, cache
+        self.sizes = batch_sizes(max_batch)
+        self.width, self.bmax = width, self.sizes[-1]
+        self.inputs = HostInputs(self.bmax, width, cache.block_size, cache.scratch_block, pin=False)
+        self.copied, self.turn = [_NoEvent(), _NoEvent()], 0
+        self.buf = torch.zeros(4 * self.bmax + self.bmax * width, dtype=torch.int32)
+        self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * self.bmax].view(4, self.bmax)
+        self.tables = self.buf[4 * self.bmax :].view(self.bmax, width)
+        self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
+        self.graphs = {b: _Replay(self, b) for b in self.sizes}
+        self.replayed: list[int] = []
+
+
+class _Replay:
+    def __init__(self, graphs: _EagerGraphs, b: int) -> None:
+        self.g, self.b = graphs, b
+
+    def replay(self) -> None:
+        g, b = self.g, self.b
+        meta = AttnMeta(list(range(b)), [1] * b, [], g.tables[:b].long(), g.ctx[:b].long())
+        h = g.runner.hidden(g.cache, g.tokens[:b].long(), g.positions[:b].long(), g.slots[:b].long(), meta)
+        g.outputs[b].copy_(h)
+        g.replayed.append(b)
+
+
+def _graph_engine(model, tok, overlap: bool, kw: dict) -> tuple[Engine, list[_EagerGraphs]]:
+    engine = Engine(model, tok, overlap=overlap, **kw)
+    made: list[_EagerGraphs] = []
+    plain_logits = engine.runner.logits
+    engine.runner.logits = lambda h, packed=False: plain_logits(h)  # no packed weights on the CPU
+
+    def graphs(cache):
+        made.append(_EagerGraphs(engine.runner, cache, kw["max_batch"], 16))
+        return made[-1]
+
+    engine._graphs = graphs
+    return engine, made
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("num_blocks", [256, 24])  # 24: preemptions
+def test_the_graph_path_generates_what_the_plain_path_does(overlap, num_blocks):
+    """The decode steps fed through `DecodeGraphs.run` (host inputs, padding to a captured size, tokens
+    still on the device when overlapped) give the plain engine's tokens and log-probs."""
+    model, tok = load_model("tiny")
+    sharpen(model)
+    prompts = [tok.encode(t) for t in ["2+2=", "hello world, the engine", "abc"]]
+    prompts = [p for p in prompts for _ in range(3)]
+    limits = [3, 20, 7, 1, 20, 9, 20, 2, 15]
+    kw = dict(num_blocks=num_blocks, block_size=4, max_batch=8)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=20)
+    ref = Engine(model, tok, overlap=False, **kw).generate(prompts, sampling, seed=3, max_new_tokens=limits)
+    engine, made = _graph_engine(model, tok, overlap, kw)
+    got = engine.generate(prompts, sampling, seed=3, max_new_tokens=limits)
+    assert made and set(made[-1].replayed) - {8}  # steps ran through the graphs, padded to smaller sizes
+    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    assert engine.blocks.num_free == num_blocks
