@@ -165,9 +165,12 @@ def test_fused_norm_rope_cache_and_silu_match_transformers_math(dtype):
     torch.testing.assert_close(kc.view(-1, kvh, d)[slots], want_k.transpose(0, 1), **tol)
     torch.testing.assert_close(vc.view(-1, kvh, d)[slots], v, atol=0, rtol=0)
 
-    gate = torch.randn(3, 700, generator=g).to(dtype)
-    up = torch.randn(3, 700, generator=g).to(dtype)
-    torch.testing.assert_close(tk.silu_mul(gate, up), torch.nn.functional.silu(gate) * up, **tol)
+    gate_up = torch.randn(3, 2 * 1100, generator=g).to(dtype)  # a row: gate (1100) then up (1100)
+    gate, up = gate_up.chunk(2, dim=1)
+    want = torch.nn.functional.silu(gate) * up
+    torch.testing.assert_close(tk.silu_mul(gate_up), want, **tol)
+    with pytest.raises(ValueError, match="unit column stride"):
+        tk.silu_mul(gate_up.t())
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.6, 1.0])

@@ -483,19 +483,28 @@ def rope_and_cache(
 
 
 @triton.jit
-def _silu_mul_kernel(g_ptr, u_ptr, out_ptr, numel, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = i < numel
-    DT = g_ptr.dtype.element_ty
-    g = tl.load(g_ptr + i, mask=ok, other=0.0).to(tl.float32)
+def _silu_mul_kernel(gu_ptr, out_ptr, stride, inter, BLOCK: tl.constexpr):
+    """One (row, column block) of silu(gate) * up, reading gate and up from one packed row."""
+    r = tl.program_id(0)
+    j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = j < inter
+    DT = gu_ptr.dtype.element_ty
+    g = tl.load(gu_ptr + r * stride + j, mask=ok, other=0.0).to(tl.float32)
+    u = tl.load(gu_ptr + r * stride + inter + j, mask=ok, other=0.0).to(tl.float32)
     s = (g / (1.0 + tl.exp(-g))).to(DT).to(tl.float32)
-    u = tl.load(u_ptr + i, mask=ok, other=0.0).to(tl.float32)
-    tl.store(out_ptr + i, (s * u).to(DT), mask=ok)
+    tl.store(out_ptr + r * inter + j, (s * u).to(DT), mask=ok)
 
 
-def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up for contiguous tensors of one shape (SwiGLU), rounding as eager torch does."""
-    out = torch.empty_like(gate)
-    numel = gate.numel()
-    _silu_mul_kernel[(triton.cdiv(numel, 1024),)](gate, up, out, numel, BLOCK=1024)
+def silu_mul(gate_up_N2I: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's silu(gate) * up, (N, I), from the gate/up GEMM's packed output (N, 2I) (gate in the first
+    half of each row, up in the second): one kernel instead of two plus a strided read, rounding as eager
+    torch does (silu rounded to the dtype, then the product)."""
+    n, two_i = gate_up_N2I.shape
+    if two_i % 2 or gate_up_N2I.stride(1) != 1:
+        raise ValueError(f"need (N, 2I) rows with unit column stride, got {tuple(gate_up_N2I.shape)}")
+    inter = two_i // 2
+    out = gate_up_N2I.new_empty(n, inter)
+    _silu_mul_kernel[(n, triton.cdiv(inter, 1024))](
+        gate_up_N2I, out, gate_up_N2I.stride(0), inter, BLOCK=1024
+    )
     return out
