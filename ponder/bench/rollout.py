@@ -194,6 +194,8 @@ def bench_nano(args, shape: str, rows: list[Row]) -> None:
             "prefill_tokens": eng.stats.prefill_tokens,
             "decode_steps": eng.stats.decode_steps,
             "preemptions": eng.stats.preemptions,
+            "host_s": eng.stats.host_s,  # overlapped decode: the host's own work
+            "wait_s": eng.stats.wait_s,  # and its waits for the device
         },
     )
     rows.append(ours)

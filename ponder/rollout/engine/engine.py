@@ -21,6 +21,7 @@ prefilled over several steps while the running sequences keep decoding.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,11 @@ class EngineStats:
     decode_steps: int = 0  # batched decode forwards
     decode_tokens: int = 0
     preemptions: int = 0
+    # overlapped decode only: seconds the host spent blocked on a launched step's results (the device is
+    # the bottleneck while it waits) and seconds of its own work between those waits (scheduling,
+    # launching the next step, applying tokens). wait ~ 0 means the host sets the pace.
+    wait_s: float = 0.0
+    host_s: float = 0.0
 
 
 class Engine:
@@ -195,14 +201,19 @@ class Engine:
         pending: _InFlight | None = None
         while pending is not None or not sched.done():
             if pending is not None:
+                t0 = time.perf_counter()
                 nxt = sched.lookahead(pending.seqs)
                 launched = self._launch(cache, nxt, sampling, pending) if nxt else None
+                t1 = time.perf_counter()
                 tokens, logps = pending.results()
+                t2 = time.perf_counter()
                 live = [i for i, s in enumerate(pending.seqs) if not s.done]
                 sched.on_decoded(
                     [pending.seqs[i] for i in live], [tokens[i] for i in live], [logps[i] for i in live]
                 )
                 pending = launched
+                self.stats.wait_s += t2 - t1
+                self.stats.host_s += (t1 - t0) + (time.perf_counter() - t2)
                 continue
             step = sched.schedule()
             if self._overlap(cache) and step.decode and not step.prefill:
