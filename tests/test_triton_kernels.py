@@ -58,6 +58,36 @@ def test_paged_attention_matches_sdpa(q_lens, ctx_lens, heads, kv_heads, d, bs, 
     torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("splits", [1, 2, 8])
+@pytest.mark.parametrize(
+    "ctx_lens,heads,kv_heads,d,bs",
+    [
+        ([5, 70, 33, 1], 4, 2, 16, 16),  # GQA; contexts shorter than one split's block (empty splits)
+        ([200, 130, 17], 14, 2, 32, 16),  # group 7 (padded), several blocks per split
+        ([3, 66], 6, 6, 16, 8),  # multi-head
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_split_decode_attention_matches_sdpa(splits, ctx_lens, heads, kv_heads, d, bs, dtype):
+    q_lens = [1] * len(ctx_lens)
+    q, kc, vc, tables = _random_case(q_lens, ctx_lens, heads, kv_heads, d, bs, dtype, seed=splits)
+    meta = AttnMeta.build(q_lens, ctx_lens, tables, "cpu")
+    want = sdpa_paged_attention(q.float(), kc.float(), vc.float(), meta, d**-0.5)
+    ctx = torch.tensor(ctx_lens, dtype=torch.int32)
+    got = tk.paged_attention_split(
+        q, kc, vc, meta.tables_BM.to(torch.int32), ctx, d**-0.5, splits, block_n=16
+    )
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+    strided = torch.cat([q, torch.zeros_like(q)], dim=1)[:, :heads]  # q as a view of a packed projection
+    tk.paged_attention_split(
+        strided, kc, vc, meta.tables_BM.to(torch.int32), ctx, d**-0.5, splits, strided, 16
+    )
+    torch.testing.assert_close(strided.float(), want, atol=tol, rtol=tol)  # written over q in place
+    with pytest.raises(ValueError, match="power of two"):
+        tk.paged_attention_split(q, kc, vc, meta.tables_BM.to(torch.int32), ctx, 1.0, 3)
+
+
 def test_paged_attention_takes_a_strided_q():
     """q as a view of a packed qkv projection (rows with gaps): the result is the contiguous one's."""
     q_lens, ctx_lens = [1, 6], [9, 6]
@@ -123,10 +153,14 @@ def test_engine_on_the_triton_path_matches_the_sdpa_path():
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
     kw = dict(num_blocks=64, block_size=4, max_batch=4)
     ref = Engine(model, tok, attention="sdpa", **kw).generate(prompts, sampling, seed=3)
-    got = Engine(model, tok, attention="triton", **kw).generate(prompts, sampling, seed=3)
-    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
-    for a, b in zip(got, ref, strict=True):
-        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    for splits in (1, 4):  # 4: decode attention split over the context (flash-decoding)
+        engine = Engine(model, tok, attention="triton", decode_splits=splits, **kw)
+        got = engine.generate(prompts, sampling, seed=3)
+        assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="decode_splits"):
+        Engine(model, tok, decode_splits=3, **kw)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -94,8 +94,10 @@ class HostInputs:
 class DecodeGraphs:
     """Captured decode forwards of `runner` over `cache` for batch sizes up to `max_batch`."""
 
-    def __init__(self, runner: PagedLlama, cache: KVCache, max_batch: int, max_blocks_per_seq: int) -> None:
-        self.runner, self.cache = runner, cache
+    def __init__(
+        self, runner: PagedLlama, cache: KVCache, max_batch: int, max_blocks_per_seq: int, splits: int = 1
+    ) -> None:
+        self.runner, self.cache, self.splits = runner, cache, splits
         self.sizes = batch_sizes(max_batch)
         self.width = max_blocks_per_seq
         self.fingerprint = fingerprint(runner, cache)
@@ -125,7 +127,9 @@ class DecodeGraphs:
         torch.cuda.synchronize()
 
     def _forward(self, b: int) -> torch.Tensor:
-        meta = AttnMeta.decode(self.tables[:b], self.ctx[:b], self.rows[:b], self.zeros[:b], self.ones[:b])
+        meta = AttnMeta.decode(
+            self.tables[:b], self.ctx[:b], self.rows[:b], self.zeros[:b], self.ones[:b], self.splits
+        )
         return self.runner.hidden(self.cache, self.tokens[:b], self.positions[:b], self.slots[:b], meta)
 
     def run(

@@ -91,6 +91,7 @@ class Engine:
         cuda_graphs: bool = True,
         autocast: torch.dtype | None = None,
         overlap: bool | str = "auto",
+        decode_splits: int = 1,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
@@ -102,6 +103,9 @@ class Engine:
         self._call_graphs: DecodeGraphs | None = None  # the graphs valid for the running `generate` call
         self.autocast = autocast  # run (and cache K/V) in this dtype under torch.autocast, like the trainer
         self.overlap = overlap  # overlapped decode ("auto": on CUDA), see `_run`
+        if decode_splits < 1 or decode_splits & (decode_splits - 1):
+            raise ValueError(f"decode_splits={decode_splits} must be a power of two")
+        self.decode_splits = decode_splits  # Triton path: each decode attention's context in this many parts
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
@@ -272,6 +276,8 @@ class Engine:
             block_q = block_q_for(self.runner.num_heads, self.runner.num_kv_heads, decode=True)
         ctx = [p + 1 for p in positions]
         meta = AttnMeta.build([1] * len(seqs), ctx, [s.block_table for s in seqs], dev, block_q)
+        if block_q:
+            meta.splits = self.decode_splits
         as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
         tokens_N = tokens.to(dev, torch.long) if isinstance(tokens, torch.Tensor) else as_tensor(tokens)
         return self.runner.forward(cache, tokens_N, as_tensor(positions), as_tensor(slots), meta)
@@ -375,7 +381,7 @@ class Engine:
             max_pos = getattr(self.runner.hf.config, "max_position_embeddings", None)
             if max_pos:
                 width = min(width, -(-max_pos // self.blocks.block_size))
-            self.graphs = DecodeGraphs(self.runner, cache, self.max_batch, width)
+            self.graphs = DecodeGraphs(self.runner, cache, self.max_batch, width, self.decode_splits)
         return self.graphs
 
     def _cache(self) -> KVCache:

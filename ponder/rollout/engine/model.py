@@ -46,6 +46,9 @@ class AttnMeta:
     tile_seq_T: torch.Tensor | None = None
     tile_off_T: torch.Tensor | None = None
     block_q: int = 0
+    splits: int = (
+        1  # decode only (one new token per sequence): context splits of the attention (> 1: split-K)
+    )
 
     @property
     def decode_only(self) -> bool:
@@ -86,12 +89,12 @@ class AttnMeta:
         rows_B: torch.Tensor,
         zeros_B: torch.Tensor,
         ones_B: torch.Tensor,
+        splits: int = 1,
     ) -> AttnMeta:
         """Triton-path metadata for a decode batch held in (static) device tensors: sequence b is row b,
         one new token, one tile. Host-side lists are left empty: nothing here reads the host."""
         b = tables_BM.shape[0]
-        meta = AttnMeta([], [1] * b, [], tables_BM, ctx_lens_B, rows_B, ones_B, rows_B, zeros_B, 1)
-        return meta
+        return AttnMeta([], [1] * b, [], tables_BM, ctx_lens_B, rows_B, ones_B, rows_B, zeros_B, 1, splits)
 
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")  # transformers `model_type`s this forward reproduces
@@ -354,20 +357,26 @@ class PagedLlama:
                 ).to(cache.dtype)
                 # written over q (each program reads only the q rows it writes): the kernel indexes its
                 # output with q's strides, so it must not get a fresh contiguous buffer for a strided q
-                o_NHD = tk.paged_attention(
-                    q,
-                    cache.k[i],
-                    cache.v[i],
-                    meta.tables_BM,
-                    meta.ctx_lens_B,
-                    meta.q_starts_B,
-                    meta.q_lens_B,
-                    meta.tile_seq_T,
-                    meta.tile_off_T,
-                    meta.block_q,
-                    getattr(attn, "scaling", self.head_dim**-0.5),
-                    out_NHD=q,
-                )
+                scale = getattr(attn, "scaling", self.head_dim**-0.5)
+                if meta.splits > 1:  # decode: rows are sequences, one token each
+                    o_NHD = tk.paged_attention_split(
+                        q, cache.k[i], cache.v[i], meta.tables_BM, meta.ctx_lens_B, scale, meta.splits, q
+                    )
+                else:
+                    o_NHD = tk.paged_attention(
+                        q,
+                        cache.k[i],
+                        cache.v[i],
+                        meta.tables_BM,
+                        meta.ctx_lens_B,
+                        meta.q_starts_B,
+                        meta.q_lens_B,
+                        meta.tile_seq_T,
+                        meta.tile_off_T,
+                        meta.block_q,
+                        scale,
+                        out_NHD=q,
+                    )
                 x_NE = F.linear(o_NHD.flatten(1).to(dt), *w["o"])
                 ln = layer.post_attention_layernorm
                 h_NE, res_NE = tk.add_rmsnorm(x_NE, ln.weight, ln.variance_epsilon, res_NE)

@@ -199,6 +199,137 @@ def paged_attention(
     return o
 
 
+@triton.jit
+def _attn_split_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    tables_ptr,
+    ctx_lens_ptr,
+    scale,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_tb,
+    H,
+    S: tl.constexpr,
+    BS: tl.constexpr,
+    GROUP: tl.constexpr,
+    M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    """Decode attention, one (sequence, KV head, context split): the split's running max, sum of exp and
+    unnormalised output for each of the group's heads (flash-decoding's first pass)."""
+    b = tl.program_id(0)
+    g = tl.program_id(1)
+    sp = tl.program_id(2)
+    ctx = tl.load(ctx_lens_ptr + b)
+    hh = tl.arange(0, M)
+    row_ok = hh < GROUP
+    head = g * GROUP + hh
+    d = tl.arange(0, D)
+    q = tl.load(
+        q_ptr + b * stride_qn + head[:, None] * stride_qh + d[None, :], mask=row_ok[:, None], other=0.0
+    )
+    chunk = tl.cdiv(tl.cdiv(ctx, S), BLOCK_N) * BLOCK_N
+    lo = sp * chunk
+    hi = tl.minimum(lo + chunk, ctx)
+    m_i = tl.full([M], float("-inf"), tl.float32)
+    l_i = tl.zeros([M], tl.float32)
+    acc = tl.zeros([M, D], tl.float32)
+    n = tl.arange(0, BLOCK_N)
+    for start in range(lo, hi, BLOCK_N):
+        k_pos = start + n
+        k_ok = k_pos < hi
+        blk = tl.load(tables_ptr + b * stride_tb + k_pos // BS, mask=k_ok, other=0)
+        off = blk[:, None] * stride_kb + (k_pos % BS)[:, None] * stride_ks + g * stride_kh + d[None, :]
+        k = tl.load(k_ptr + off, mask=k_ok[:, None], other=0.0)
+        v = tl.load(v_ptr + off, mask=k_ok[:, None], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where(k_ok[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    row = (b * H + head) * S + sp
+    tl.store(m_ptr + row, m_i, mask=row_ok)
+    tl.store(l_ptr + row, l_i, mask=row_ok)
+    tl.store(acc_ptr + row[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
+
+
+@triton.jit
+def _attn_combine_kernel(
+    m_ptr, l_ptr, acc_ptr, o_ptr, stride_on, stride_oh, H, S: tl.constexpr, D: tl.constexpr
+):
+    """One (sequence, head): the splits' partial results joined (flash-decoding's second pass)."""
+    bh = tl.program_id(0)
+    sp = tl.arange(0, S)
+    d = tl.arange(0, D)
+    m = tl.load(m_ptr + bh * S + sp)
+    top = tl.max(m, 0)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - top))
+    lsum = tl.sum(w * tl.load(l_ptr + bh * S + sp), 0)
+    acc = tl.sum(w[:, None] * tl.load(acc_ptr + (bh * S + sp)[:, None] * D + d[None, :]), 0)
+    out = acc / tl.where(lsum == 0.0, 1.0, lsum)
+    tl.store(o_ptr + (bh // H) * stride_on + (bh % H) * stride_oh + d, out.to(o_ptr.dtype.element_ty))
+
+
+def paged_attention_split(
+    q_BHD: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables_BM: torch.Tensor,
+    ctx_lens_B: torch.Tensor,
+    scale: float,
+    splits: int,
+    out_BHD: torch.Tensor | None = None,
+    block_n: int = 64,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Decode attention (one new token per sequence, its K/V already in the cache) with each sequence's
+    context cut into `splits` parts computed by separate programs, then joined: flash-decoding. More
+    programs than `paged_attention`'s one per (sequence, KV head), so long contexts and small batches keep
+    the GPU's memory pipes full; two launches instead of one. The launch shape depends only on the batch
+    (CUDA graphs). Returns (B, H, D), written into `out_BHD` when given (it may be q itself)."""
+    b, h, d = q_BHD.shape
+    _, bs, kvh, _ = k_cache.shape
+    if splits < 1 or splits & (splits - 1):
+        raise ValueError(f"splits must be a power of two, got {splits}")
+    if d & (d - 1) or d < 16:
+        raise ValueError(f"the Triton attention needs a power-of-two head_dim >= 16, got {d}")
+    group = h // kvh
+    o = out_BHD if out_BHD is not None else torch.empty_like(q_BHD)
+    m = torch.empty(b * h * splits, dtype=torch.float32, device=q_BHD.device)
+    lsum = torch.empty_like(m)
+    acc = torch.empty(b * h * splits, d, dtype=torch.float32, device=q_BHD.device)
+    _attn_split_kernel[(b, kvh, splits)](
+        q_BHD, k_cache, v_cache, m, lsum, acc, tables_BM, ctx_lens_B, scale,
+        q_BHD.stride(0), q_BHD.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        tables_BM.stride(0), h,
+        S=splits, BS=bs, GROUP=group, M=max(16, _pow2(group)), BLOCK_N=block_n, D=d,
+        IEEE=q_BHD.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    _attn_combine_kernel[(b * h,)](m, lsum, acc, o, o.stride(0), o.stride(1), h, S=splits, D=d)
+    return o
+
+
 # ---------------------------------------------------------------------------------------------- sampling
 
 
