@@ -288,13 +288,16 @@ class RolloutConfig:
     max_prefill_tokens: int = 8192
     attention: str = "auto"
     cuda_graphs: bool = True
+    decode_splits: int = 1  # engine, Triton path: each decode attention's context in this many parts
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
         check_choice("rollout.backend", self.backend, ("hf", "ponder", "vllm"))
         check_choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
-        for key in ("max_batch", "block_size", "max_prefill_tokens"):
+        for key in ("max_batch", "block_size", "max_prefill_tokens", "decode_splits"):
             check_positive(f"rollout.{key}", getattr(self, key))
+        if self.decode_splits & (self.decode_splits - 1):
+            raise ConfigError(f"rollout.decode_splits = {self.decode_splits}: must be a power of two")
         check_positive("rollout.num_blocks", self.num_blocks, allow_zero=True)  # 0 = sized automatically
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(

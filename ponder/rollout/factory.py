@@ -38,4 +38,5 @@ def make_generator(
         attention=r.attention,
         cuda_graphs=r.cuda_graphs,
         autocast=autocast,
+        decode_splits=r.decode_splits,
     )
