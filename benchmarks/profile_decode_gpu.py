@@ -90,6 +90,7 @@ def main() -> None:
     steps = eng.stats.decode_steps
     print(f"full depth, unprofiled: {plain:.2f} s, {ntok / plain:,.0f} tok/s, {steps} decode steps, "
           f"{1e3 * plain / steps:.2f} ms per step (prefill included)", flush=True)  # fmt: skip
+    _host_split(eng)
 
     acts = [torch.profiler.ProfilerActivity.CPU]
     if dev == "cuda":
@@ -117,6 +118,15 @@ def main() -> None:
     per_step, full = 1e3 * two / steps2, 1e3 * plain / steps
     print(f"2 layers, unprofiled: {two:.2f} s, {ntok / two:,.0f} tok/s, {steps2} decode steps, "
           f"{per_step:.2f} ms per step (full depth {full:.2f})", flush=True)  # fmt: skip
+    _host_split(shallow)
+
+
+def _host_split(eng) -> None:
+    """The overlapped loop's own account (`EngineStats`): host work vs waits for the device, per step."""
+    st = eng.stats
+    if st.decode_steps and (st.host_s or st.wait_s):
+        print(f"  per decode step: host work {1e3 * st.host_s / st.decode_steps:.2f} ms, waiting for the "
+              f"device {1e3 * st.wait_s / st.decode_steps:.2f} ms", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
