@@ -28,6 +28,50 @@ _C1, _C2, _C3 = 0x7FEB352D, 0x2C1B3C6D, 0x297A2D39  # odd multipliers of the 32-
 
 
 @triton.jit
+def _kv_tile(
+    k_ptr,
+    v_ptr,
+    tables_ptr,
+    b,
+    g,
+    k_pos,
+    k_ok,
+    d,
+    stride_tb,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    BS: tl.constexpr,
+):
+    """K and V rows of sequence b's KV head g at positions k_pos, read through its block table."""
+    blk = tl.load(tables_ptr + b * stride_tb + k_pos // BS, mask=k_ok, other=0)
+    off = blk[:, None] * stride_kb + (k_pos % BS)[:, None] * stride_ks + g * stride_kh + d[None, :]
+    k = tl.load(k_ptr + off, mask=k_ok[:, None], other=0.0)
+    v = tl.load(v_ptr + off, mask=k_ok[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend(q, k, v, keep, scale, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One online-softmax step: fold the keys `keep` allows into the running max, sum and output."""
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = tl.where(keep, s * scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _attn_kernel(
     q_ptr,
     k_ptr,
@@ -83,26 +127,11 @@ def _attn_kernel(
     for start in range(0, end, BLOCK_N):
         k_pos = start + n
         k_ok = k_pos < end
-        blk = tl.load(tables_ptr + b * stride_tb + k_pos // BS, mask=k_ok, other=0)
-        off = blk[:, None] * stride_kb + (k_pos % BS)[:, None] * stride_ks + g * stride_kh + d[None, :]
-        k = tl.load(k_ptr + off, mask=k_ok[:, None], other=0.0)
-        v = tl.load(v_ptr + off, mask=k_ok[:, None], other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = s * scale
-        s = tl.where((k_pos[None, :] <= q_pos[:, None]) & k_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        k, v = _kv_tile(
+            k_ptr, v_ptr, tables_ptr, b, g, k_pos, k_ok, d, stride_tb, stride_kb, stride_ks, stride_kh, BS
+        )
+        keep = (k_pos[None, :] <= q_pos[:, None]) & k_ok[None, :]
+        m_i, l_i, acc = _attend(q, k, v, keep, scale, m_i, l_i, acc, IEEE)
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(
         o_ptr + (q_start + tq)[:, None] * stride_qn + head[:, None] * stride_qh + d[None, :],
@@ -248,25 +277,10 @@ def _attn_split_kernel(
     for start in range(lo, hi, BLOCK_N):
         k_pos = start + n
         k_ok = k_pos < hi
-        blk = tl.load(tables_ptr + b * stride_tb + k_pos // BS, mask=k_ok, other=0)
-        off = blk[:, None] * stride_kb + (k_pos % BS)[:, None] * stride_ks + g * stride_kh + d[None, :]
-        k = tl.load(k_ptr + off, mask=k_ok[:, None], other=0.0)
-        v = tl.load(v_ptr + off, mask=k_ok[:, None], other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(k_ok[None, :], s * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        k, v = _kv_tile(
+            k_ptr, v_ptr, tables_ptr, b, g, k_pos, k_ok, d, stride_tb, stride_kb, stride_ks, stride_kh, BS
+        )
+        m_i, l_i, acc = _attend(q, k, v, k_ok[None, :], scale, m_i, l_i, acc, IEEE)
     row = (b * H + head) * S + sp
     tl.store(m_ptr + row, m_i, mask=row_ok)
     tl.store(l_ptr + row, l_i, mask=row_ok)
