@@ -127,6 +127,8 @@ def _host_split(eng) -> None:
     if st.decode_steps and (st.host_s or st.wait_s):
         print(f"  per decode step: host work {1e3 * st.host_s / st.decode_steps:.2f} ms, waiting for the "
               f"device {1e3 * st.wait_s / st.decode_steps:.2f} ms", flush=True)  # fmt: skip
+        parts = ", ".join(f"{k} {1e3 * v / st.decode_steps:.3f}" for k, v in st.host_phases.items())
+        print(f"  host work by phase, ms per step: {parts}", flush=True)
 
 
 if __name__ == "__main__":

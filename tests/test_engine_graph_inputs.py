@@ -147,3 +147,7 @@ def test_the_graph_path_generates_what_the_plain_path_does(overlap, num_blocks):
     assert engine.blocks.num_free == num_blocks
     # the overlapped loop accounts for the host's time: its own work, and waits for the device
     assert (engine.stats.host_s > 0) == overlap and engine.stats.wait_s >= 0
+    if overlap:  # the phases account for the host's time (up to the first step's launch, outside the loop)
+        phases = engine.stats.host_phases
+        assert set(phases) == {"lookahead", "inputs", "sample", "handoff", "apply"}
+        assert sum(phases.values()) >= engine.stats.host_s * 0.99

@@ -203,6 +203,7 @@ def bench_nano(args, shape: str, rows: list[Row]) -> None:
             "preemptions": eng.stats.preemptions,
             "host_s": eng.stats.host_s,  # overlapped decode: the host's own work
             "wait_s": eng.stats.wait_s,  # and its waits for the device
+            **{f"host_{k}_s": v for k, v in eng.stats.host_phases.items()},
         },
     )
     rows.append(ours)

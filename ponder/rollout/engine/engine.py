@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -73,6 +73,10 @@ class EngineStats:
     # launching the next step, applying tokens). wait ~ 0 means the host sets the pace.
     wait_s: float = 0.0
     host_s: float = 0.0
+    # host_s by phase: "lookahead" (slots for the next step), "inputs" (graph inputs, replay and the other
+    # launches of the forward), "sample" (sampling launches), "handoff" (copies of the samples to the host),
+    # "apply" (tokens appended, stops, blocks)
+    host_phases: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -207,6 +211,7 @@ class Engine:
             if pending is not None:
                 t0 = time.perf_counter()
                 nxt = sched.lookahead(pending.seqs)
+                self._phase("lookahead", t0)
                 launched = self._launch(cache, nxt, sampling, pending) if nxt else None
                 t1 = time.perf_counter()
                 tokens, logps = pending.results()
@@ -217,7 +222,7 @@ class Engine:
                 )
                 pending = launched
                 self.stats.wait_s += t2 - t1
-                self.stats.host_s += (t1 - t0) + (time.perf_counter() - t2)
+                self.stats.host_s += (t1 - t0) + (self._phase("apply", t2) - t2)
                 continue
             step = sched.schedule()
             if self._overlap(cache) and step.decode and not step.prefill:
@@ -237,6 +242,7 @@ class Engine:
 
         Without `prev` each sequence feeds its last token; with `prev` (speculated), it feeds the token
         `prev` sampled for it, one position further."""
+        t = time.perf_counter()
         offset = 0 if prev is None else 1
         if prev is None:
             tokens_in: list[int] | torch.Tensor = [s.tokens[-1] for s in seqs]
@@ -247,6 +253,7 @@ class Engine:
             idx = _to_device([row[id(s)] for s in seqs], prev.tokens.device)
             tokens_in = prev.tokens.index_select(0, idx)
         logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
+        t = self._phase("inputs", t)
         logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
         tokens_B, logps_B = sample_tensors(
             logits_BV,
@@ -254,9 +261,19 @@ class Engine:
             sampling,
             [len(s.tokens) - s.prompt_len + offset for s in seqs],
         )
+        t = self._phase("sample", t)
         self.stats.decode_steps += 1
         self.stats.decode_tokens += len(seqs)
-        return _InFlight(seqs, tokens_B, logps_B)
+        flight = _InFlight(seqs, tokens_B, logps_B)
+        self._phase("handoff", t)
+        return flight
+
+    def _phase(self, name: str, since: float) -> float:
+        """Add the time since `since` to host phase `name` (`EngineStats.host_phases`); returns now."""
+        now = time.perf_counter()
+        phases = self.stats.host_phases
+        phases[name] = phases.get(name, 0.0) + now - since
+        return now
 
     def _decode_forward(
         self, cache: KVCache, seqs: list[Sequence], offset: int, tokens: list[int] | torch.Tensor
