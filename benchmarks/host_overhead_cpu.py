@@ -117,6 +117,8 @@ def main() -> None:
         f"{1e6 * best / st.decode_tokens:.2f} us per token (of which argmax/gather "
         f"{1e6 * model_s / st.decode_tokens:.2f})"
     )
+    parts = ", ".join(f"{k} {1e3 * v / st.decode_steps:.3f}" for k, v in st.host_phases.items())
+    print(f"host work by phase (last run), ms per step: {parts}")
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
