@@ -17,6 +17,7 @@ hash (the engine calls it when the model's weights changed, which makes the cach
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Sequence as Seq
 
@@ -37,7 +38,7 @@ def chain_hashes(tokens: Seq[int], block_size: int, hashes: list[bytes], count: 
     while len(hashes) < count:
         i = len(hashes)
         h = hashlib.blake2b(hashes[-1] if hashes else b"", digest_size=16)
-        h.update(repr(tuple(tokens[i * block_size : (i + 1) * block_size])).encode())
+        h.update(array("q", tokens[i * block_size : (i + 1) * block_size]).tobytes())  # 8 bytes a token
         hashes.append(h.digest())
     return hashes
 
