@@ -7,7 +7,8 @@
 #
 # Prints one line per run (tok/s, % of the floor, decode steps, the host's own time and its waits for the
 # device), then qwen3-0.6b once per side unless SHAPES is given, then the new side with the decode
-# attention split over the context (--decode-splits 2, 4, 8). transformers is skipped (--hf-new-tokens 0):
+# attention split over the context (--decode-splits 2, 4, 8) and with sampling inside the CUDA graphs
+# (--graph-sampling). transformers is skipped (--hf-new-tokens 0):
 # its figure is in BENCHMARKS.md.
 set -u
 shapes=${1:-qwen2.5-0.5b}
@@ -30,8 +31,8 @@ if [ $# -eq 0 ]; then
   run $old old qwen3-0.6b
   run $new new qwen3-0.6b
 fi
-for splits in 2 4 8; do
+for opt in "--decode-splits 2" "--decode-splits 4" "--decode-splits 8" "--graph-sampling"; do
   for shape in ${shapes//,/ }; do
-    run $new new "$shape" --decode-splits $splits
+    run $new new "$shape" $opt
   done
 done

@@ -49,9 +49,9 @@ class HostOnlyGraphs(DecodeGraphs):
         self.inputs = HostInputs(self.bmax, width, cache.block_size, cache.scratch_block, pin=False)
         self.copied = [_NoEvent(), _NoEvent()]
         self.turn = 0
-        self.buf = torch.zeros(4 * self.bmax + self.bmax * width, dtype=torch.int32)
-        self.tokens = self.buf[: self.bmax]
+        self._views(torch.device("cpu"))
         self.graphs = {b: _NoGraph() for b in self.sizes}
+        self.sampled = {}
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
         lm_head = runner.hf.lm_head
         runner.logits = lambda h, packed=False: lm_head(h)

@@ -289,6 +289,7 @@ class RolloutConfig:
     attention: str = "auto"
     cuda_graphs: bool = True
     decode_splits: int = 1  # engine, Triton path: each decode attention's context in this many parts
+    graph_sampling: bool = False  # engine, CUDA graphs: lm_head and sampling captured with the forward
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:

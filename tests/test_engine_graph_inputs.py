@@ -22,7 +22,8 @@ def _rows(h: HostInputs, turn: int) -> dict[str, np.ndarray]:
         "positions": a[BMAX : 2 * BMAX],
         "slots": a[2 * BMAX : 3 * BMAX],
         "ctx": a[3 * BMAX : 4 * BMAX],
-        "tables": a[4 * BMAX :].reshape(BMAX, WIDTH),
+        "keys": a[4 * BMAX : 7 * BMAX].reshape(3, BMAX),
+        "tables": a[h.tables_at :].reshape(BMAX, WIDTH),
     }
 
 
@@ -42,6 +43,18 @@ def test_fill_writes_slots_and_context_from_the_tables_and_pads_the_rest():
     assert r["slots"][3:].tolist() == [SCRATCH * BS] * 5 and r["ctx"][3:].tolist() == [1] * 5
     assert r["tables"][3:, 0].tolist() == [SCRATCH] * 5
     assert _rows(h, 0)["slots"].tolist() == [SCRATCH * BS] * BMAX  # the other buffer is untouched
+
+
+def test_fill_writes_the_sampling_keys_as_bit_patterns_and_zeroes_the_padding():
+    from ponder.rollout.engine.triton_kernels import key_rows
+
+    h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
+    keys = key_rows([2**63 - 1, 5, 2**40 + 7], [0, 3, 2**33 + 1])
+    h.fill(0, [1, 2, 3], [0, 1, 2], [[1], [2], [3]], keys)
+    got = _rows(h, 0)["keys"]
+    assert got[:, :3].view(np.uint32).tolist() == keys.tolist()
+    h.fill(0, [1], [0], [[1]], keys[:, :1])
+    assert _rows(h, 0)["keys"][:, 1:].tolist() == [[0] * 7] * 3
 
 
 def test_device_tokens_leave_the_token_row_alone():
@@ -81,34 +94,59 @@ class _NoEvent:
 
 
 class _EagerGraphs(DecodeGraphs):
-    """`DecodeGraphs` on the CPU: the same host inputs, buffer copy and `run`; each "replay" runs the SDPA
-    forward on what the device buffer then holds (tokens, positions, slots, context lengths, tables), as
-    the captured graph reads them."""
+    """`DecodeGraphs` on the CPU: the same host inputs, buffer copy, `run` and `run_sampled`; each "replay"
+    runs the forward on what the device buffer then holds (tokens, positions, slots, context lengths,
+    keys, tables), as the captured graph reads them: the SDPA forward, or with `triton` the Triton forward
+    and sampler the GPU captures (`_forward`, `_forward_sample`, through the interpreter)."""
 
-    def __init__(self, runner, cache, max_batch: int, width: int) -> None:
-        self.runner, self.cache = runner, cache
+    def __init__(
+        self, runner, cache, max_batch: int, width: int, triton: bool = False, sample: bool = False
+    ) -> None:
+        self.runner, self.cache, self.splits = runner, cache, 1
         self.sizes = batch_sizes(max_batch)
         self.width, self.bmax = width, self.sizes[-1]
         self.inputs = HostInputs(self.bmax, width, cache.block_size, cache.scratch_block, pin=False)
         self.copied, self.turn = [_NoEvent(), _NoEvent()], 0
-        self.buf = torch.zeros(4 * self.bmax + self.bmax * width, dtype=torch.int32)
-        self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * self.bmax].view(4, self.bmax)
-        self.tables = self.buf[4 * self.bmax :].view(self.bmax, width)
+        self._views(torch.device("cpu"))
+        self.rows = torch.arange(self.bmax, dtype=torch.int32)
+        self.zeros, self.ones = torch.zeros_like(self.rows), torch.ones_like(self.rows)
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
-        self.graphs = {b: _Replay(self, b) for b in self.sizes}
+        self.graphs = {b: _Replay(self, b, triton) for b in self.sizes}
+        self.sampled, self.samples = {}, {}
+        if sample:
+            for b in self.sizes:
+                for noise in (False, True):
+                    self.samples[b, noise] = (torch.zeros(b, dtype=torch.long), torch.zeros(b))
+                    self.sampled[b, noise] = _ReplaySample(self, b, noise)
         self.replayed: list[int] = []
 
 
 class _Replay:
-    def __init__(self, graphs: _EagerGraphs, b: int) -> None:
-        self.g, self.b = graphs, b
+    def __init__(self, graphs: _EagerGraphs, b: int, triton: bool) -> None:
+        self.g, self.b, self.triton = graphs, b, triton
 
     def replay(self) -> None:
         g, b = self.g, self.b
-        meta = AttnMeta(list(range(b)), [1] * b, [], g.tables[:b].long(), g.ctx[:b].long())
-        h = g.runner.hidden(g.cache, g.tokens[:b].long(), g.positions[:b].long(), g.slots[:b].long(), meta)
+        if self.triton:
+            h = g._forward(b)
+        else:
+            meta = AttnMeta(list(range(b)), [1] * b, [], g.tables[:b].long(), g.ctx[:b].long())
+            h = g.runner.hidden(
+                g.cache, g.tokens[:b].long(), g.positions[:b].long(), g.slots[:b].long(), meta
+            )
         g.outputs[b].copy_(h)
         g.replayed.append(b)
+
+
+class _ReplaySample:
+    def __init__(self, graphs: _EagerGraphs, b: int, noise: bool) -> None:
+        self.g, self.b, self.noise = graphs, b, noise
+
+    def replay(self) -> None:
+        g, b = self.g, self.b
+        for out, x in zip(g.samples[b, self.noise], g._forward_sample(b, self.noise), strict=True):
+            out.copy_(x)
+        g.replayed.append(-b)
 
 
 def _graph_engine(model, tok, overlap: bool, kw: dict) -> tuple[Engine, list[_EagerGraphs]]:
@@ -151,3 +189,47 @@ def test_the_graph_path_generates_what_the_plain_path_does(overlap, num_blocks):
         phases = engine.stats.host_phases
         assert set(phases) == {"lookahead", "inputs", "sample", "handoff", "apply"}
         assert sum(phases.values()) >= engine.stats.host_s * 0.99
+
+
+def _sampling_engine(model, tok, graph_sampling: bool) -> tuple[Engine, list[_EagerGraphs]]:
+    kw = dict(num_blocks=64, block_size=4, max_batch=8, attention="triton", overlap=True)
+    engine = Engine(model, tok, graph_sampling=graph_sampling, **kw)
+    made: list[_EagerGraphs] = []
+
+    def graphs(cache):
+        made.append(_EagerGraphs(engine.runner, cache, 8, 16, triton=True, sample=graph_sampling))
+        return made[-1]
+
+    engine._graphs = graphs
+    return engine, made
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temperature, monkeypatch):
+    """`graph_sampling`: lm_head and the fused sampler run with the captured forward (keys and 1/T read
+    from the graph's inputs). Same tokens and log-probs as the GPU's eager sampler (`fused_sample` with
+    `sample_keys`) over the same forward; greedy as well."""
+    import ponder.rollout.engine.engine as engine_mod
+    from ponder.rollout.engine import triton_kernels as tk
+
+    def gpu_sampler(logits, generators, sampling, steps):  # what `sample_tensors` does on CUDA
+        if sampling.temperature == 0:
+            return tk.fused_sample(logits, None, 1.0)
+        keys = tk.sample_keys([g.initial_seed() for g in generators], steps, "cpu")
+        return tk.fused_sample(logits, keys, sampling.temperature)
+
+    monkeypatch.setattr(engine_mod, "sample_tensors", gpu_sampler)
+    model, tok = load_model("tiny")
+    sharpen(model)
+    prompts = [tok.encode(t) for t in ["2+2=", "hello world", "abc"]] * 2
+    sampling = SamplingConfig(temperature=temperature, max_new_tokens=6)
+    ref_engine, ref_made = _sampling_engine(model, tok, graph_sampling=False)
+    ref = ref_engine.generate(prompts, sampling, seed=4)
+    engine, made = _sampling_engine(model, tok, graph_sampling=True)
+    got = engine.generate(prompts, sampling, seed=4)
+    assert any(b < 0 for b in made[-1].replayed) and not any(b < 0 for b in ref_made[-1].replayed)
+    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    top_p = engine.generate(prompts, SamplingConfig(temperature=0.8, top_p=0.9, max_new_tokens=3), seed=4)
+    assert all(len(o.token_ids) == 3 for o in top_p)  # truncation: the eager sampler after the graph

@@ -1,5 +1,6 @@
 """The engine's Triton kernels against torch references, on the CPU via Triton's interpreter (conftest.py)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,18 @@ def test_fused_sample_gives_the_tokens_and_logprobs_of_the_reference(temperature
     assert tokens.tolist() == want.argmax(-1).tolist()
     ref = scaled.log_softmax(-1).gather(1, tokens[:, None])[:, 0]
     torch.testing.assert_close(logps, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_fused_sample_reads_int32_key_rows_and_a_temperature_tensor():
+    """The CUDA-graph form of the sampler's inputs: keys as int32 bit patterns in (3, B) rows (strided (B, 3)
+    view), 1/T in a device tensor. Same tokens and log-probs as int64 keys and a float temperature,
+    seeds past 2**31 included (negative as int32)."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 3000, generator=g) * 3
+    seeds, steps = [1, 2**31 + 5, 2**63 - 1, 77], [0, 3, 2**32 + 9, 12]
+    want = tk.fused_sample(logits, tk.sample_keys(seeds, steps, "cpu"), 0.7, chunks=4)
+    rows = torch.from_numpy(tk.key_rows(seeds, steps).view(np.int32).copy())  # (3, B) int32
+    assert (rows < 0).any()
+    got = tk.fused_sample(logits, rows.t(), torch.tensor([1 / 0.7]), chunks=4)
+    assert got[0].tolist() == want[0].tolist()
+    torch.testing.assert_close(got[1], want[1])

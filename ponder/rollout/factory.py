@@ -39,4 +39,5 @@ def make_generator(
         cuda_graphs=r.cuda_graphs,
         autocast=autocast,
         decode_splits=r.decode_splits,
+        graph_sampling=r.graph_sampling,
     )

@@ -41,31 +41,41 @@ def fingerprint(runner: PagedLlama, cache: KVCache) -> tuple:
 class HostInputs:
     """The decode graphs' inputs as the host writes them: two int32 buffers, alternated by step.
 
-    Layout of a buffer for at most `bmax` rows: tokens, positions, cache slots, context lengths (`bmax`
-    each), then a (bmax, width) block-table matrix. Rows past a step's batch are padding (token 0 at
-    position 0, in the scratch block). With overlapped decode the host fills one buffer while the copy out
-    of the other may still be queued behind the running step. Pure host work, run every step: it is
-    vectorised except for block-table rows, which are rewritten only when they changed."""
+    Layout of a buffer for at most `bmax` rows: tokens, positions, cache slots, context lengths, and the
+    sampler's noise keys (seed low, seed high, step: 32-bit patterns), `bmax` each, then a (bmax, width)
+    block-table matrix. Rows past a step's batch are padding (token 0 at position 0, in the scratch
+    block). With overlapped decode the host fills one buffer while the copy out of the other may still be
+    queued behind the running step. Pure host work, run every step: it is vectorised except for
+    block-table rows, which are rewritten only when they changed."""
+
+    ROWS = 7  # per-row values before the tables
 
     def __init__(self, bmax: int, width: int, block_size: int, scratch_block: int, pin: bool) -> None:
         self.bmax, self.width, self.block_size, self.scratch = bmax, width, block_size, scratch_block
-        n = 4 * bmax + bmax * width
-        self.buffers = [torch.zeros(n, dtype=torch.int32, pin_memory=pin) for _ in range(2)]
+        self.tables_at = self.ROWS * bmax
+        self.size = self.tables_at + bmax * width
+        self.buffers = [torch.zeros(self.size, dtype=torch.int32, pin_memory=pin) for _ in range(2)]
         self.written: list[list[tuple[list[int], int]]] = [[], []]  # (table, its length) per filled row
         for turn in range(2):
             self._pad(turn, 0)
 
     def fill(
-        self, turn: int, tokens: list[int] | None, positions: list[int], tables: list[list[int]]
+        self,
+        turn: int,
+        tokens: list[int] | None,
+        positions: list[int],
+        tables: list[list[int]],
+        keys: np.ndarray | None = None,
     ) -> None:
         """Write one step's rows into buffer `turn`: row i feeds `tokens[i]` (None: the tokens are copied
         on the device) at `positions[i]` of the sequence whose block table is `tables[i]`; its cache slot
-        and context length follow from those."""
+        and context length follow from those. `keys`: the rows' sampling keys, (3, n) uint32
+        (`triton_kernels.key_rows`), when the graph samples."""
         h, bmax, w, bs = self.buffers[turn].numpy(), self.bmax, self.width, self.block_size
         n = len(positions)
         if tokens is not None:
             h[:n] = tokens
-        t = h[4 * bmax : 4 * bmax + n * w].reshape(n, w)
+        t = h[self.tables_at : self.tables_at + n * w].reshape(n, w)
         written = self.written[turn]  # what this buffer's rows already hold
         for i, row in enumerate(tables):
             if i < len(written) and written[i][0] is row and written[i][1] == len(row):
@@ -78,6 +88,8 @@ class HostInputs:
         h[bmax : bmax + n] = pos
         h[2 * bmax : 2 * bmax + n] = t[np.arange(n), pos // bs] * bs + pos % bs
         h[3 * bmax : 3 * bmax + n] = pos + 1
+        if keys is not None:
+            h[4 * bmax : 7 * bmax].reshape(3, bmax)[:, :n] = keys.view(np.int32)
         self._pad(turn, n)
 
     def _pad(self, turn: int, start: int) -> None:
@@ -87,15 +99,24 @@ class HostInputs:
         h[bmax + start : 2 * bmax] = 0  # positions
         h[2 * bmax + start : 3 * bmax] = scratch * self.block_size  # slots
         h[3 * bmax + start : 4 * bmax] = 1  # context lengths
-        h[4 * bmax + start * w : 4 * bmax + bmax * w : w] = scratch
+        h[4 * bmax : 7 * bmax].reshape(3, bmax)[:, start:] = 0  # keys
+        h[self.tables_at + start * w : self.tables_at + bmax * w : w] = scratch
         del self.written[turn][start:]  # the padded rows' tables now point at the scratch block
 
 
 class DecodeGraphs:
-    """Captured decode forwards of `runner` over `cache` for batch sizes up to `max_batch`."""
+    """Captured decode steps of `runner` over `cache` for batch sizes up to `max_batch`: per size the forward
+    to the final norm's hidden states, and with `sample` also the whole step (forward, lm_head and the
+    fused sampler, greedy and with noise), which leaves the host one launch per step instead of a dozen."""
 
     def __init__(
-        self, runner: PagedLlama, cache: KVCache, max_batch: int, max_blocks_per_seq: int, splits: int = 1
+        self,
+        runner: PagedLlama,
+        cache: KVCache,
+        max_batch: int,
+        max_blocks_per_seq: int,
+        splits: int = 1,
+        sample: bool = False,
     ) -> None:
         self.runner, self.cache, self.splits = runner, cache, splits
         self.sizes = batch_sizes(max_batch)
@@ -106,16 +127,18 @@ class DecodeGraphs:
         self.inputs = HostInputs(bmax, self.width, cache.block_size, cache.scratch_block, pin=True)
         self.copied = [torch.cuda.Event(), torch.cuda.Event()]  # each host buffer's last copy
         self.turn = 0
-        self.buf = torch.zeros(4 * bmax + bmax * self.width, dtype=torch.int32, device=dev)
-        self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
-        self.tables = self.buf[4 * bmax :].view(bmax, self.width)
+        self._views(dev)
         self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
         self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
         self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
         self.buf.copy_(self.inputs.buffers[0])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self.sampled: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+        self.samples: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
+        for noise in (False, True) if sample else ():
+            self._forward_sample(bmax, noise)
         torch.cuda.synchronize()
         pool = None
         for b in reversed(self.sizes):
@@ -124,7 +147,22 @@ class DecodeGraphs:
                 self.outputs[b] = self._forward(b)
             pool = graph.pool()
             self.graphs[b] = graph
+            for noise in (False, True) if sample else ():
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    self.samples[b, noise] = self._forward_sample(b, noise)
+                self.sampled[b, noise] = graph
         torch.cuda.synchronize()
+
+    def _views(self, device: torch.device) -> None:
+        """The device buffer the host inputs are copied into, and the graphs' views of it."""
+        bmax = self.bmax
+        self.buf = torch.zeros(self.inputs.size, dtype=torch.int32, device=device)
+        self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
+        self.keys = self.buf[4 * bmax : 7 * bmax].view(3, bmax)
+        self.tables = self.buf[self.inputs.tables_at :].view(bmax, self.width)
+        self.inv_t = torch.ones(1, dtype=torch.float32, device=device)  # 1 / the sampling temperature
+        self.temperature: float | None = None
 
     def _forward(self, b: int) -> torch.Tensor:
         meta = AttnMeta.decode(
@@ -132,22 +170,60 @@ class DecodeGraphs:
         )
         return self.runner.hidden(self.cache, self.tokens[:b], self.positions[:b], self.slots[:b], meta)
 
+    def _forward_sample(self, b: int, noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from ponder.rollout.engine.triton_kernels import fused_sample
+
+        logits_BV = self.runner.logits(self._forward(b), packed=True)
+        return fused_sample(logits_BV, self.keys[:, :b].t() if noise else None, self.inv_t)
+
+    def _load(
+        self,
+        tokens: list[int] | torch.Tensor,
+        positions: list[int],
+        tables: list[list[int]],
+        keys: np.ndarray | None,
+    ) -> tuple[int, int]:
+        """Fill the next host buffer and queue its copy (and device-held tokens); (rows, graph size)."""
+        n = len(positions)
+        b = next(s for s in self.sizes if s >= n)
+        self.turn ^= 1
+        self.copied[self.turn].synchronize()  # the copy out of this buffer, two steps ago, is done
+        on_device = isinstance(tokens, torch.Tensor)
+        self.inputs.fill(self.turn, None if on_device else tokens, positions, tables, keys)
+        used = self.inputs.tables_at + b * self.width
+        self.buf[:used].copy_(self.inputs.buffers[self.turn][:used], non_blocking=True)
+        self.copied[self.turn].record()
+        if on_device:
+            self.tokens[:n].copy_(tokens)
+        return n, b
+
     def run(
         self, tokens: list[int] | torch.Tensor, positions: list[int], tables: list[list[int]]
     ) -> torch.Tensor:
         """Logits (n, V) of one decode step for n rows (n <= the largest captured size): row i feeds
         `tokens[i]` at `positions[i]` of the sequence whose block table is `tables[i]`. `tokens` may be a
         device tensor (the previous step's samples, not yet on the host)."""
-        n = len(positions)
-        b = next(s for s in self.sizes if s >= n)
-        self.turn ^= 1
-        self.copied[self.turn].synchronize()  # the copy out of this buffer, two steps ago, is done
-        on_device = isinstance(tokens, torch.Tensor)
-        self.inputs.fill(self.turn, None if on_device else tokens, positions, tables)
-        used = 4 * self.bmax + b * self.width
-        self.buf[:used].copy_(self.inputs.buffers[self.turn][:used], non_blocking=True)
-        self.copied[self.turn].record()
-        if on_device:
-            self.tokens[:n].copy_(tokens)
+        n, b = self._load(tokens, positions, tables, None)
         self.graphs[b].replay()
         return self.runner.logits(self.outputs[b][:n], packed=True)
+
+    def run_sampled(
+        self,
+        tokens: list[int] | torch.Tensor,
+        positions: list[int],
+        tables: list[list[int]],
+        keys: np.ndarray | None,
+        temperature: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`run` with the sampling inside the graph (needs `sample=True`): the rows' tokens and log-probs,
+        as `triton_kernels.fused_sample` draws them. `keys` ((3, n) uint32, `key_rows`) at `temperature`;
+        None: greedy. The results are the graph's static outputs: read (or copy) them before the next
+        step."""
+        n, b = self._load(tokens, positions, tables, keys)
+        noise = keys is not None
+        if noise and temperature != self.temperature:
+            self.inv_t.fill_(1.0 / temperature)
+            self.temperature = temperature
+        self.sampled[b, noise].replay()
+        tokens_B, logps_B = self.samples[b, noise]
+        return tokens_B[:n], logps_B[:n]

@@ -50,8 +50,8 @@ class _InFlight:
             self.logps_host.copy_(logps, non_blocking=True)
             self.event: torch.cuda.Event | None = torch.cuda.Event()
             self.event.record()
-        else:
-            self.tokens_host, self.logps_host, self.event = tokens, logps, None
+        else:  # copies, as on CUDA: `tokens` may be a graph's static output, rewritten by the next step
+            self.tokens_host, self.logps_host, self.event = tokens.clone(), logps.clone(), None
 
     def results(self) -> tuple[list[int], list[float]]:
         if self.event is not None:
@@ -96,6 +96,7 @@ class Engine:
         autocast: torch.dtype | None = None,
         overlap: bool | str = "auto",
         decode_splits: int = 1,
+        graph_sampling: bool = False,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
@@ -110,6 +111,8 @@ class Engine:
         if decode_splits < 1 or decode_splits & (decode_splits - 1):
             raise ValueError(f"decode_splits={decode_splits} must be a power of two")
         self.decode_splits = decode_splits  # Triton path: each decode attention's context in this many parts
+        # CUDA graphs: lm_head and sampling captured with the forward (when sampling has no top-k / top-p)
+        self.graph_sampling = graph_sampling
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
@@ -252,6 +255,15 @@ class Engine:
             row = {id(s): i for i, s in enumerate(prev.seqs)}
             idx = _to_device([row[id(s)] for s in seqs], prev.tokens.device)
             tokens_in = prev.tokens.index_select(0, idx)
+        graphs = self._call_graphs
+        if graphs is not None and graphs.sampled and len(seqs) <= graphs.bmax and _graph_samplable(sampling):
+            tokens_B, logps_B = self._graph_step(graphs, seqs, offset, tokens_in, sampling)
+            t = self._phase("inputs", t)
+            self.stats.decode_steps += 1
+            self.stats.decode_tokens += len(seqs)
+            flight = _InFlight(seqs, tokens_B, logps_B)
+            self._phase("handoff", t)
+            return flight
         logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
         t = self._phase("inputs", t)
         logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
@@ -274,6 +286,26 @@ class Engine:
         phases = self.stats.host_phases
         phases[name] = phases.get(name, 0.0) + now - since
         return now
+
+    def _graph_step(
+        self,
+        graphs: DecodeGraphs,
+        seqs: list[Sequence],
+        offset: int,
+        tokens: list[int] | torch.Tensor,
+        sampling: SamplingConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step with lm_head and sampling inside the CUDA graph: the same draws as
+        `sampler.sample_tensors` on CUDA (Gumbel noise keyed by each sequence's seed and step)."""
+        from ponder.rollout.engine.triton_kernels import key_rows
+
+        positions = [len(s.tokens) - 1 + offset for s in seqs]
+        keys = None
+        if sampling.temperature > 0:
+            steps = [len(s.tokens) - s.prompt_len + offset for s in seqs]
+            keys = key_rows([s.generator.initial_seed() for s in seqs], steps)
+        tables = [s.block_table for s in seqs]
+        return graphs.run_sampled(tokens, positions, tables, keys, sampling.temperature)
 
     def _decode_forward(
         self, cache: KVCache, seqs: list[Sequence], offset: int, tokens: list[int] | torch.Tensor
@@ -398,7 +430,9 @@ class Engine:
             max_pos = getattr(self.runner.hf.config, "max_position_embeddings", None)
             if max_pos:
                 width = min(width, -(-max_pos // self.blocks.block_size))
-            self.graphs = DecodeGraphs(self.runner, cache, self.max_batch, width, self.decode_splits)
+            self.graphs = DecodeGraphs(
+                self.runner, cache, self.max_batch, width, self.decode_splits, self.graph_sampling
+            )
         return self.graphs
 
     def _cache(self) -> KVCache:
@@ -427,6 +461,12 @@ class Engine:
             finished=seq.finished,
             logprobs=list(seq.logprobs),
         )
+
+
+def _graph_samplable(sampling: SamplingConfig) -> bool:
+    """Can the captured sampler draw for `sampling`? Not with top-k / top-p truncation or a minimum length
+    (those mask the logits first, on the eager path)."""
+    return sampling.top_k == 0 and sampling.top_p >= 1.0 and sampling.min_new_tokens <= 0
 
 
 def _to_device(xs: list[int], device: torch.device) -> torch.Tensor:

@@ -371,20 +371,26 @@ def _sample_kernel(
     m_ptr,
     l_ptr,
     stride,
+    stride_kb,
+    stride_kc,
     V,
     CHUNK,
     NCHUNK,
-    inv_t,
+    inv_t_ptr,
     NOISE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """One (row, vocabulary chunk): the chunk's best noisy score and its index, and its max / sum of
-    exp(x - max) of the scaled logits x (for the row's log-sum-exp)."""
+    exp(x - max) of the scaled logits x (for the row's log-sum-exp). The keys are 32-bit values held in
+    int64, or their bit patterns in int32 (the CUDA-graph inputs); 1/T is read from memory, so a captured
+    graph serves every temperature."""
     b = tl.program_id(0)
     c = tl.program_id(1)
-    seed_lo = tl.load(keys_ptr + 3 * b).to(tl.uint32)
-    seed_hi = tl.load(keys_ptr + 3 * b + 1).to(tl.uint32)
-    step = tl.load(keys_ptr + 3 * b + 2).to(tl.uint32)
+    inv_t = tl.load(inv_t_ptr)
+    row = keys_ptr + b * stride_kb
+    seed_lo = (tl.load(row).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32)
+    seed_hi = (tl.load(row + stride_kc).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32)
+    step = (tl.load(row + 2 * stride_kc).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32)
     key = _row_key(seed_lo, seed_hi, step)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
     best_i = tl.zeros([BLOCK], tl.int32)
@@ -419,11 +425,16 @@ def _sample_kernel(
 
 
 def fused_sample(
-    logits_BV: torch.Tensor, keys_B3: torch.Tensor | None, temperature: float, chunks: int = 32
+    logits_BV: torch.Tensor,
+    keys_B3: torch.Tensor | None,
+    temperature: float | torch.Tensor,
+    chunks: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, log-probs) in one pass over the logits: tokens = argmax(logits / T + Gumbel noise(keys))
     (plain argmax when `keys` is None: greedy), log-probs under log_softmax(logits / T) (T = 1 greedy).
-    Each row is split over `chunks` programs; a small torch reduction joins them."""
+    `temperature` may be given as a one-element float32 tensor holding 1/T (read on the device: what a
+    CUDA graph captures); `keys_B3` may be a strided view. Each row is split over `chunks` programs; a
+    small torch reduction joins them. No host synchronisation: capturable."""
     b, v = logits_BV.shape
     dev = logits_BV.device
     chunk = triton.cdiv(triton.cdiv(v, chunks), 1024) * 1024
@@ -432,11 +443,16 @@ def fused_sample(
     best_i = torch.empty(b, n, dtype=torch.int32, device=dev)
     m = torch.empty(b, n, dtype=torch.float32, device=dev)
     lsum = torch.empty(b, n, dtype=torch.float32, device=dev)
-    inv_t = 1.0 / temperature if keys_B3 is not None else 1.0
+    if keys_B3 is None:
+        inv_t = torch.ones(1, dtype=torch.float32, device=dev)
+    elif isinstance(temperature, torch.Tensor):
+        inv_t = temperature
+    else:
+        inv_t = torch.full((1,), 1.0 / temperature, dtype=torch.float32, device=dev)
     keys = keys_B3 if keys_B3 is not None else torch.zeros(b, 3, dtype=torch.int64, device=dev)
     _sample_kernel[(b, n)](
-        logits_BV, keys, best, best_i, m, lsum, logits_BV.stride(0), v, chunk, n, inv_t,
-        NOISE=keys_B3 is not None, BLOCK=1024,
+        logits_BV, keys, best, best_i, m, lsum, logits_BV.stride(0), keys.stride(0), keys.stride(1), v, chunk,
+        n, inv_t, NOISE=keys_B3 is not None, BLOCK=1024,
     )  # fmt: skip
     tokens_B = best_i.gather(1, best.argmax(1, keepdim=True))[:, 0].long()
     lse_B = torch.logsumexp(m + lsum.log(), dim=1)
@@ -444,16 +460,21 @@ def fused_sample(
     return tokens_B, logps_B
 
 
-def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> torch.Tensor:
-    """(B, 3) int64 rows (seed low 32 bits, seed high 32 bits, step) for `gumbel_sample`."""
+def key_rows(seeds: list[int], steps: list[int]) -> np.ndarray:
+    """(3, B) uint32 rows (seed low 32 bits, seed high 32 bits, step), the sampler's noise keys."""
     if len(seeds) != len(steps):
         raise ValueError(f"{len(seeds)} seeds for {len(steps)} steps")
     seed = np.array(seeds, dtype=np.uint64)
-    keys = np.empty((len(seeds), 3), dtype=np.int64)
-    keys[:, 0] = seed & _M32
-    keys[:, 1] = seed >> np.uint64(32)
-    keys[:, 2] = np.asarray(steps, dtype=np.int64) & _M32
-    out = torch.from_numpy(keys)
+    out = np.empty((3, len(seeds)), dtype=np.uint32)
+    out[0] = seed & np.uint64(_M32)
+    out[1] = seed >> np.uint64(32)
+    out[2] = np.asarray(steps, dtype=np.int64) & _M32
+    return out
+
+
+def sample_keys(seeds: list[int], steps: list[int], device: torch.device) -> torch.Tensor:
+    """(B, 3) int64 rows (seed low 32 bits, seed high 32 bits, step) for `gumbel_sample`."""
+    out = torch.from_numpy(key_rows(seeds, steps).T.astype(np.int64))
     if torch.device(device).type == "cuda":  # pinned, so the copy does not wait for the queued GPU work
         return out.pin_memory().to(device, non_blocking=True)
     return out.to(device)
