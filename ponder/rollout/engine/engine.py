@@ -219,10 +219,15 @@ class Engine:
                 t1 = time.perf_counter()
                 tokens, logps = pending.results()
                 t2 = time.perf_counter()
-                live = [i for i, s in enumerate(pending.seqs) if not s.done]
-                sched.on_decoded(
-                    [pending.seqs[i] for i in live], [tokens[i] for i in live], [logps[i] for i in live]
-                )
+                seqs = pending.seqs
+                if any(s.done for s in seqs):  # stopped a step earlier: their speculated token is dropped
+                    live = [i for i, s in enumerate(seqs) if not s.done]
+                    seqs, tokens, logps = (
+                        [seqs[i] for i in live],
+                        [tokens[i] for i in live],
+                        [logps[i] for i in live],
+                    )
+                sched.on_decoded(seqs, tokens, logps)
                 pending = launched
                 self.stats.wait_s += t2 - t1
                 self.stats.host_s += (t1 - t0) + (self._phase("apply", t2) - t2)
