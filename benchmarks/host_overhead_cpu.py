@@ -7,7 +7,7 @@ inputs, applying sampled tokens); once that bookkeeping takes longer than the GP
 pace (the 2-layer depth test of `profile_decode_gpu.py` shows it). This runs the same host code on the CPU:
 `Engine` with overlapped decode forced on, `cuda_graphs.DecodeGraphs.run` with a replay that does nothing
 (inputs still filled by `HostInputs`), the GPU sampler's key building (`sample_keys`) plus an argmax over a
-tiny vocabulary, and a 1-layer, 64-wide model so the remaining math is small. EOS is ignored; output
+tiny vocabulary, and a 1-layer, 64-wide tiny model so the remaining math is small. EOS is ignored; output
 lengths are uniform in [100, --max-out] as in the nano protocol. Printed: seconds per decode step and
 microseconds per generated token (best of --reps), which includes the tiny model's lm_head and argmax
 (printed separately); with --profile, cProfile's top functions.
@@ -22,17 +22,12 @@ import random
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import ponder.rollout.engine.engine as engine_mod
 from ponder.config import SamplingConfig
-from ponder.rollout.engine.cuda_graphs import DecodeGraphs, HostInputs, batch_sizes
-from ponder.rollout.engine.triton_kernels import sample_keys
-
-
-class _NoEvent:
-    def synchronize(self) -> None: ...
-    def record(self) -> None: ...
+from ponder.model.tiny import TinyConfig, build_tiny
+from ponder.rollout.engine.cuda_graphs import DecodeGraphs
+from ponder.rollout.engine.triton_sampling import sample_keys
 
 
 class _NoGraph:
@@ -43,15 +38,8 @@ class HostOnlyGraphs(DecodeGraphs):
     """`DecodeGraphs` on the CPU: the host inputs and their copy are real, the replay is a no-op."""
 
     def __init__(self, runner, cache, max_batch: int, width: int) -> None:
-        self.runner, self.cache = runner, cache
-        self.sizes = batch_sizes(max_batch)
-        self.width, self.bmax = width, self.sizes[-1]
-        self.inputs = HostInputs(self.bmax, width, cache.block_size, cache.scratch_block, pin=False)
-        self.copied = [_NoEvent(), _NoEvent()]
-        self.turn = 0
-        self._views(torch.device("cpu"))
+        self._setup(runner, cache, max_batch, width, 1, on_gpu=False)
         self.graphs = {b: _NoGraph() for b in self.sizes}
-        self.sampled = {}
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
         lm_head = runner.hf.lm_head
         runner.logits = lambda h, packed=False: lm_head(h)
@@ -69,13 +57,6 @@ def _gpu_like_sample(logits, generators, sampling, steps):
     return tokens, logps
 
 
-class _Tok:
-    eos_token_id, pad_token_id = 2, 0
-
-    def decode(self, ids, skip_special_tokens=True) -> str:
-        return ""
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seqs", type=int, default=256)
@@ -83,23 +64,15 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    eng = engine_mod.Engine(model, _Tok(), num_blocks=40000, block_size=16, max_batch=args.seqs, overlap=True)
+    # 1 layer, 64 wide: the model's work stays small
+    model, tok = build_tiny("tiny", TinyConfig(num_layers=1), torch.float32)
+    model.eval()
+    eng = engine_mod.Engine(model, tok, num_blocks=40000, block_size=16, max_batch=args.seqs, overlap=True)
     eng.stop_ids = set()
     eng._graphs = lambda cache: HostOnlyGraphs(eng.runner, cache, eng.max_batch, 128)
     engine_mod.sample_tensors = _gpu_like_sample
     rng = random.Random(0)
-    prompts = [[rng.randrange(500) for _ in range(rng.randint(20, 60))] for _ in range(args.seqs)]
+    prompts = [[rng.randrange(250) for _ in range(rng.randint(20, 60))] for _ in range(args.seqs)]
     outs = [rng.randint(100, args.max_out) for _ in range(args.seqs)]
     sampling = SamplingConfig(temperature=0.6, max_new_tokens=args.max_out)
     best, model_s = float("inf"), 0.0

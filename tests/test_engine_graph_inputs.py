@@ -9,7 +9,7 @@ from conftest import sharpen
 from ponder.config import SamplingConfig
 from ponder.model import load_model
 from ponder.rollout.engine import Engine
-from ponder.rollout.engine.cuda_graphs import DecodeGraphs, HostInputs, batch_sizes
+from ponder.rollout.engine.cuda_graphs import DecodeGraphs, HostInputs
 from ponder.rollout.engine.model import AttnMeta
 
 BMAX, WIDTH, BS, SCRATCH = 8, 4, 16, 99
@@ -46,7 +46,7 @@ def test_fill_writes_slots_and_context_from_the_tables_and_pads_the_rest():
 
 
 def test_fill_writes_the_sampling_keys_as_bit_patterns_and_zeroes_the_padding():
-    from ponder.rollout.engine.triton_kernels import key_rows
+    from ponder.rollout.engine.triton_sampling import key_rows
 
     h = HostInputs(BMAX, WIDTH, BS, SCRATCH, pin=False)
     keys = key_rows([2**63 - 1, 5, 2**40 + 7], [0, 3, 2**33 + 1])
@@ -88,11 +88,6 @@ def test_a_table_wider_than_the_graphs_is_an_error():
         h.fill(0, [0], [0], [[1, 2, 3, 4, 5]])
 
 
-class _NoEvent:
-    def synchronize(self) -> None: ...
-    def record(self) -> None: ...
-
-
 class _EagerGraphs(DecodeGraphs):
     """`DecodeGraphs` on the CPU: the same host inputs, buffer copy, `run` and `run_sampled`; each "replay"
     runs the forward on what the device buffer then holds (tokens, positions, slots, context lengths,
@@ -102,17 +97,9 @@ class _EagerGraphs(DecodeGraphs):
     def __init__(
         self, runner, cache, max_batch: int, width: int, triton: bool = False, sample: bool = False
     ) -> None:
-        self.runner, self.cache, self.splits = runner, cache, 1
-        self.sizes = batch_sizes(max_batch)
-        self.width, self.bmax = width, self.sizes[-1]
-        self.inputs = HostInputs(self.bmax, width, cache.block_size, cache.scratch_block, pin=False)
-        self.copied, self.turn = [_NoEvent(), _NoEvent()], 0
-        self._views(torch.device("cpu"))
-        self.rows = torch.arange(self.bmax, dtype=torch.int32)
-        self.zeros, self.ones = torch.zeros_like(self.rows), torch.ones_like(self.rows)
+        self._setup(runner, cache, max_batch, width, 1, on_gpu=False)
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
         self.graphs = {b: _Replay(self, b, triton) for b in self.sizes}
-        self.sampled, self.samples = {}, {}
         if sample:
             for b in self.sizes:
                 for noise in (False, True):
@@ -210,7 +197,7 @@ def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temper
     from the graph's inputs). Same tokens and log-probs as the GPU's eager sampler (`fused_sample` with
     `sample_keys`) over the same forward; greedy as well."""
     import ponder.rollout.engine.engine as engine_mod
-    from ponder.rollout.engine import triton_kernels as tk
+    from ponder.rollout.engine import triton_sampling as tk
 
     def gpu_sampler(logits, generators, sampling, steps):  # what `sample_tensors` does on CUDA
         if sampling.temperature == 0:

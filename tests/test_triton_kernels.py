@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ponder.rollout.engine import triton_kernels as tk
+from ponder.rollout.engine import triton_sampling as ts
 from ponder.rollout.engine.model import AttnMeta
 from ponder.rollout.engine.model import paged_attention as sdpa_paged_attention
 
@@ -121,20 +122,20 @@ def test_gumbel_sample_matches_reference_and_is_seeded():
     logits[4] = logits[3]
     seeds = [11, 11, 2**40 + 5, 7, 7, 9]
     steps = [0, 1, 0, 3, 3, 0]
-    keys = tk.sample_keys(seeds, steps, "cpu")
-    tokens = tk.gumbel_sample(logits, keys, temperature=0.7)
-    want = (logits / 0.7 + tk.gumbel_noise_reference(keys, 3000)).argmax(-1)
+    keys = ts.sample_keys(seeds, steps, "cpu")
+    tokens = ts.gumbel_sample(logits, keys, temperature=0.7)
+    want = (logits / 0.7 + ts.gumbel_noise_reference(keys, 3000)).argmax(-1)
     assert tokens.tolist() == want.tolist()
     assert tokens[2] < 100
     assert tokens[3] == tokens[4]  # same seed, step and logits: same token
-    again = tk.gumbel_sample(logits[[4, 0]], tk.sample_keys([7, 11], [3, 0], "cpu"), 0.7)
+    again = ts.gumbel_sample(logits[[4, 0]], ts.sample_keys([7, 11], [3, 0], "cpu"), 0.7)
     assert again.tolist() == [tokens[4].item(), tokens[0].item()]  # independent of the batch
 
 
 def test_gumbel_noise_follows_the_softmax():
     logits = torch.tensor([[0.0, 1.0, 2.0]]).expand(20000, 3)
-    keys = tk.sample_keys([3] * 20000, list(range(20000)), "cpu")
-    tokens = (logits + tk.gumbel_noise_reference(keys, 3)).argmax(-1)
+    keys = ts.sample_keys([3] * 20000, list(range(20000)), "cpu")
+    tokens = (logits + ts.gumbel_noise_reference(keys, 3)).argmax(-1)
     freq = torch.bincount(tokens, minlength=3).float() / 20000
     torch.testing.assert_close(freq, torch.tensor([0.0, 1.0, 2.0]).softmax(0), atol=0.015, rtol=0)
 
@@ -213,10 +214,10 @@ def test_fused_sample_gives_the_tokens_and_logprobs_of_the_reference(temperature
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(5, 5000, generator=g) * 4
     logits[1, :4000] = float("-inf")  # a masked stretch spanning whole chunks
-    keys = tk.sample_keys([1, 2, 3, 4, 5], [0, 9, 2, 2, 7], "cpu") if temperature else None
-    tokens, logps = tk.fused_sample(logits, keys, temperature or 1.0, chunks=4)
+    keys = ts.sample_keys([1, 2, 3, 4, 5], [0, 9, 2, 2, 7], "cpu") if temperature else None
+    tokens, logps = ts.fused_sample(logits, keys, temperature or 1.0, chunks=4)
     scaled = logits / (temperature or 1.0)
-    want = scaled + tk.gumbel_noise_reference(keys, 5000) if temperature else scaled
+    want = scaled + ts.gumbel_noise_reference(keys, 5000) if temperature else scaled
     assert tokens.tolist() == want.argmax(-1).tolist()
     ref = scaled.log_softmax(-1).gather(1, tokens[:, None])[:, 0]
     torch.testing.assert_close(logps, ref, atol=1e-4, rtol=1e-5)
@@ -229,9 +230,9 @@ def test_fused_sample_reads_int32_key_rows_and_a_temperature_tensor():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(4, 3000, generator=g) * 3
     seeds, steps = [1, 2**31 + 5, 2**63 - 1, 77], [0, 3, 2**32 + 9, 12]
-    want = tk.fused_sample(logits, tk.sample_keys(seeds, steps, "cpu"), 0.7, chunks=4)
-    rows = torch.from_numpy(tk.key_rows(seeds, steps).view(np.int32).copy())  # (3, B) int32
+    want = ts.fused_sample(logits, ts.sample_keys(seeds, steps, "cpu"), 0.7, chunks=4)
+    rows = torch.from_numpy(ts.key_rows(seeds, steps).view(np.int32).copy())  # (3, B) int32
     assert (rows < 0).any()
-    got = tk.fused_sample(logits, rows.t(), torch.tensor([1 / 0.7]), chunks=4)
+    got = ts.fused_sample(logits, rows.t(), torch.tensor([1 / 0.7]), chunks=4)
     assert got[0].tolist() == want[0].tolist()
     torch.testing.assert_close(got[1], want[1])

@@ -70,7 +70,7 @@ class HostInputs:
         """Write one step's rows into buffer `turn`: row i feeds `tokens[i]` (None: the tokens are copied
         on the device) at `positions[i]` of the sequence whose block table is `tables[i]`; its cache slot
         and context length follow from those. `keys`: the rows' sampling keys, (3, n) uint32
-        (`triton_kernels.key_rows`), when the graph samples."""
+        (`triton_sampling.key_rows`), when the graph samples."""
         h, bmax, w, bs = self.buffers[turn].numpy(), self.bmax, self.width, self.block_size
         n = len(positions)
         if tokens is not None:
@@ -104,6 +104,14 @@ class HostInputs:
         del self.written[turn][start:]  # the padded rows' tables now point at the scratch block
 
 
+class _Done:
+    """A CUDA event stand-in for CPU runs: always complete."""
+
+    def synchronize(self) -> None: ...
+
+    def record(self) -> None: ...
+
+
 class DecodeGraphs:
     """Captured decode steps of `runner` over `cache` for batch sizes up to `max_batch`: per size the forward
     to the final norm's hidden states, and with `sample` also the whole step (forward, lm_head and the
@@ -118,24 +126,8 @@ class DecodeGraphs:
         splits: int = 1,
         sample: bool = False,
     ) -> None:
-        self.runner, self.cache, self.splits = runner, cache, splits
-        self.sizes = batch_sizes(max_batch)
-        self.width = max_blocks_per_seq
-        self.fingerprint = fingerprint(runner, cache)
-        bmax, dev = self.sizes[-1], runner.device
-        self.bmax = bmax
-        self.inputs = HostInputs(bmax, self.width, cache.block_size, cache.scratch_block, pin=True)
-        self.copied = [torch.cuda.Event(), torch.cuda.Event()]  # each host buffer's last copy
-        self.turn = 0
-        self._views(dev)
-        self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
-        self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
-        self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
-        self.buf.copy_(self.inputs.buffers[0])
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.sampled: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
-        self.samples: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._setup(runner, cache, max_batch, max_blocks_per_seq, splits, on_gpu=True)
+        bmax = self.bmax
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
         for noise in (False, True) if sample else ():
             self._forward_sample(bmax, noise)
@@ -154,15 +146,42 @@ class DecodeGraphs:
                 self.sampled[b, noise] = graph
         torch.cuda.synchronize()
 
-    def _views(self, device: torch.device) -> None:
-        """The device buffer the host inputs are copied into, and the graphs' views of it."""
-        bmax = self.bmax
-        self.buf = torch.zeros(self.inputs.size, dtype=torch.int32, device=device)
+    def _setup(
+        self,
+        runner: PagedLlama,
+        cache: KVCache,
+        max_batch: int,
+        max_blocks_per_seq: int,
+        splits: int,
+        on_gpu: bool,
+    ) -> None:
+        """Everything but the captures: host inputs, the device buffer and the graphs' views of it, the
+        (empty) graph tables. Without `on_gpu` (CPU stand-ins in tests and host benchmarks) the host buffers
+        are not pinned and the copy events are no-ops."""
+        self.runner, self.cache, self.splits = runner, cache, splits
+        self.sizes = batch_sizes(max_batch)
+        self.width = max_blocks_per_seq
+        self.fingerprint = fingerprint(runner, cache)
+        self.bmax = bmax = self.sizes[-1]
+        dev = runner.device
+        self.inputs = HostInputs(bmax, self.width, cache.block_size, cache.scratch_block, pin=on_gpu)
+        # each host buffer's last copy to the device
+        self.copied = [torch.cuda.Event(), torch.cuda.Event()] if on_gpu else [_Done(), _Done()]
+        self.turn = 0
+        self.buf = torch.zeros(self.inputs.size, dtype=torch.int32, device=dev)
         self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
         self.keys = self.buf[4 * bmax : 7 * bmax].view(3, bmax)
         self.tables = self.buf[self.inputs.tables_at :].view(bmax, self.width)
-        self.inv_t = torch.ones(1, dtype=torch.float32, device=device)  # 1 / the sampling temperature
+        self.buf.copy_(self.inputs.buffers[0])
+        self.inv_t = torch.ones(1, dtype=torch.float32, device=dev)  # 1 / the sampling temperature
         self.temperature: float | None = None
+        self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
+        self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
+        self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.sampled: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+        self.samples: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _forward(self, b: int) -> torch.Tensor:
         meta = AttnMeta.decode(
@@ -171,7 +190,7 @@ class DecodeGraphs:
         return self.runner.hidden(self.cache, self.tokens[:b], self.positions[:b], self.slots[:b], meta)
 
     def _forward_sample(self, b: int, noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from ponder.rollout.engine.triton_kernels import fused_sample
+        from ponder.rollout.engine.triton_sampling import fused_sample
 
         logits_BV = self.runner.logits(self._forward(b), packed=True)
         return fused_sample(logits_BV, self.keys[:, :b].t() if noise else None, self.inv_t)
@@ -216,7 +235,7 @@ class DecodeGraphs:
         temperature: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`run` with the sampling inside the graph (needs `sample=True`): the rows' tokens and log-probs,
-        as `triton_kernels.fused_sample` draws them. `keys` ((3, n) uint32, `key_rows`) at `temperature`;
+        as `triton_sampling.fused_sample` draws them. `keys` ((3, n) uint32, `key_rows`) at `temperature`;
         None: greedy. The results are the graph's static outputs: read (or copy) them before the next
         step."""
         n, b = self._load(tokens, positions, tables, keys)

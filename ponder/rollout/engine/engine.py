@@ -33,7 +33,7 @@ from ponder.rollout.engine.block_manager import BlockManager
 from ponder.rollout.engine.cuda_graphs import DecodeGraphs, fingerprint
 from ponder.rollout.engine.kv_cache import KVCache
 from ponder.rollout.engine.model import AttnMeta, PagedLlama, model_fingerprint
-from ponder.rollout.engine.sampler import sample, sample_tensors
+from ponder.rollout.engine.sampler import sample, sample_tensors, to_device
 from ponder.rollout.engine.scheduler import Scheduler, Step
 from ponder.rollout.engine.sequence import Sequence
 
@@ -258,27 +258,23 @@ class Engine:
             tokens_in = prev.tokens
         else:
             row = {id(s): i for i, s in enumerate(prev.seqs)}
-            idx = _to_device([row[id(s)] for s in seqs], prev.tokens.device)
+            idx = to_device(torch.tensor([row[id(s)] for s in seqs], dtype=torch.long), prev.tokens.device)
             tokens_in = prev.tokens.index_select(0, idx)
         graphs = self._call_graphs
         if graphs is not None and graphs.sampled and len(seqs) <= graphs.bmax and _graph_samplable(sampling):
             tokens_B, logps_B = self._graph_step(graphs, seqs, offset, tokens_in, sampling)
+            t = self._phase("inputs", t)  # the sampling ran in the graph
+        else:
+            logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
             t = self._phase("inputs", t)
-            self.stats.decode_steps += 1
-            self.stats.decode_tokens += len(seqs)
-            flight = _InFlight(seqs, tokens_B, logps_B)
-            self._phase("handoff", t)
-            return flight
-        logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
-        t = self._phase("inputs", t)
-        logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
-        tokens_B, logps_B = sample_tensors(
-            logits_BV,
-            [s.generator for s in seqs],
-            sampling,
-            [len(s.tokens) - s.prompt_len + offset for s in seqs],
-        )
-        t = self._phase("sample", t)
+            logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
+            tokens_B, logps_B = sample_tensors(
+                logits_BV,
+                [s.generator for s in seqs],
+                sampling,
+                [len(s.tokens) - s.prompt_len + offset for s in seqs],
+            )
+            t = self._phase("sample", t)
         self.stats.decode_steps += 1
         self.stats.decode_tokens += len(seqs)
         flight = _InFlight(seqs, tokens_B, logps_B)
@@ -302,7 +298,7 @@ class Engine:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decode step with lm_head and sampling inside the CUDA graph: the same draws as
         `sampler.sample_tensors` on CUDA (Gumbel noise keyed by each sequence's seed and step)."""
-        from ponder.rollout.engine.triton_kernels import key_rows
+        from ponder.rollout.engine.triton_sampling import key_rows
 
         positions = [len(s.tokens) - 1 + offset for s in seqs]
         keys = None
@@ -385,8 +381,8 @@ class Engine:
         early = [i for i, s in enumerate(seqs) if s.num_generated + offset < sampling.min_new_tokens]
         if not early:
             return logits_SV
-        rows = _to_device(early, logits_SV.device)[:, None]
-        cols = _to_device(sorted(self.stop_ids), logits_SV.device)[None, :]
+        rows = to_device(torch.tensor(early, dtype=torch.long), logits_SV.device)[:, None]
+        cols = to_device(torch.tensor(sorted(self.stop_ids), dtype=torch.long), logits_SV.device)[None, :]
         logits_SV = logits_SV.clone()
         logits_SV[rows, cols] = float("-inf")
         return logits_SV
@@ -472,16 +468,6 @@ def _graph_samplable(sampling: SamplingConfig) -> bool:
     """Can the captured sampler draw for `sampling`? Not with top-k / top-p truncation or a minimum length
     (those mask the logits first, on the eager path)."""
     return sampling.top_k == 0 and sampling.top_p >= 1.0 and sampling.min_new_tokens <= 0
-
-
-def _to_device(xs: list[int], device: torch.device) -> torch.Tensor:
-    """An int64 tensor of `xs` on `device` without waiting for the GPU: a plain `torch.tensor(xs,
-    device=cuda)` copies from pageable memory and synchronises the stream, which would drain the queued
-    decode step that overlapped decoding keeps ahead of the host."""
-    t = torch.tensor(xs, dtype=torch.long)
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _stop_text_check(tokenizer, stops: list[str]):

@@ -9,7 +9,7 @@ importance ratio needs. Greedy (T = 0) reports log_softmax(logits) (T = 1).
 Randomness: on the CPU each row draws one uniform from its sequence's own `torch.Generator` and turns it
 into a token by inverse transform (`inverse_cdf`). On CUDA (with Triton) the
 draw is Gumbel-max with noise hashed from (the generator's seed, the row's step, the token id) by
-`triton_kernels.gumbel_sample`: still one stream per sequence, independent of the batch, but with no
+`triton_sampling.gumbel_sample`: still one stream per sequence, independent of the batch, but with no
 per-row host work and no copy of the probabilities to the host. The two devices give different (each
 reproducible) samples for the same seed.
 """
@@ -89,8 +89,8 @@ def _sample_cuda(
     sampling: SamplingConfig,
     steps: list[int] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CUDA path: one fused pass (`triton_kernels.fused_sample`) unless top-k / top-p truncate."""
-    from ponder.rollout.engine.triton_kernels import fused_sample, gumbel_sample, sample_keys
+    """The CUDA path: one fused pass (`triton_sampling.fused_sample`) unless top-k / top-p truncate."""
+    from ponder.rollout.engine.triton_sampling import fused_sample, gumbel_sample, sample_keys
 
     if sampling.temperature == 0:
         tokens_B, logps_B = fused_sample(logits_BV, None, 1.0)
@@ -111,3 +111,12 @@ def _has_triton() -> bool:
     except ImportError:
         return False
     return True
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`t` (on the host) on `device` without waiting for the GPU: a plain copy from pageable memory
+    synchronises the stream, which would drain the decode step that overlapped decoding keeps queued
+    ahead of the host; through pinned memory with `non_blocking` it does not."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
