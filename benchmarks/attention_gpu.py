@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ponder.bench.rollout import peak_bandwidth
 from ponder.rollout.engine import triton_kernels as tk
 
 SHAPES = {"qwen2.5-0.5b": (14, 2, 64), "qwen3-0.6b": (16, 8, 128), "qwen2.5-1.5b": (12, 2, 128)}
@@ -50,9 +51,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--ctx", default="100,2048", help="min,max context length")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--bandwidth", type=float, default=4.8e12)
+    p.add_argument("--bandwidth", type=float, help="bytes/s (default: the GPU's datasheet figure)")
     p.add_argument("--quick", action="store_true", help="a few configs only")
     args = p.parse_args()
+    if args.bandwidth is None:
+        args.bandwidth = peak_bandwidth(torch.cuda.get_device_name()) if args.device == "cuda" else 1e12
     heads, kvh, d = SHAPES[args.shape]
     lo, hi = map(int, args.ctx.split(","))
     dev, bs = args.device, 16

@@ -11,8 +11,9 @@ Cases:
         and greedy identity on 8 prompts.
 
 The bandwidth floor is the decode time if every step only had to read the weights once and each running
-sequence's K/V once at the GPU's peak bandwidth (--bandwidth, H200: 4.8 TB/s), under the same continuous
-batching (at most --max-batch sequences at once); "% of floor" is floor time / measured time.
+sequence's K/V once at the GPU's peak bandwidth (--bandwidth; by default the datasheet figure of the GPU
+found: H200 4.8 TB/s, H100 SXM 3.35 TB/s), under the same continuous batching (at most --max-batch sequences
+at once); "% of floor" is floor time / measured time.
 """
 
 from __future__ import annotations
@@ -123,6 +124,18 @@ class Row:
     seconds: float
     tok_s: float
     extra: dict = field(default_factory=dict)
+
+
+# bytes/s by the vendors' datasheets, matched in this order against the device name
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H100": 3.35e12, "A100": 2.0e12}
+
+
+def peak_bandwidth(device_name: str) -> float:
+    """The datasheet memory bandwidth of the GPU called `device_name` (e.g. "NVIDIA H100 80GB HBM3")."""
+    for key, bw in PEAK_BANDWIDTH.items():
+        if key in device_name:
+            return bw
+    raise SystemExit(f"no datasheet bandwidth known for {device_name!r}: pass --bandwidth (bytes/s)")
 
 
 def _sync(device: str) -> None:
@@ -353,7 +366,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-gib", type=float, default=40.0, help="KV-cache size on the GPU")
     p.add_argument("--hf-new-tokens", type=int, default=128, help="transformers output length (0: skip)")
     p.add_argument("--grpo-prompt-len", type=int, default=256)
-    p.add_argument("--bandwidth", type=float, default=4.8e12, help="peak memory bandwidth, bytes/s")
+    p.add_argument(
+        "--bandwidth", type=float, help="peak memory bandwidth, bytes/s (default: the GPU's datasheet figure)"
+    )
     p.add_argument("--threads", type=int, default=2, help="CPU case: torch threads")
     p.add_argument("--rounds", type=int, default=2, help="CPU case: alternating rounds")
     p.add_argument("--out", help="write the rows as JSON here")
@@ -364,6 +379,8 @@ def run(args: argparse.Namespace) -> int:
     cases = args.case or (["nano", "grpo"] if args.device == "cuda" else ["cpu"])
     if args.device != "cuda" and set(cases) - {"cpu"}:
         raise SystemExit("ponder bench rollout: the nano and grpo cases need a CUDA GPU")
+    if args.device == "cuda" and args.bandwidth is None:
+        args.bandwidth = peak_bandwidth(torch.cuda.get_device_name())
     shapes = [s for s in args.shapes.split(",") if s]
     rows: list[Row] = []
     for case in cases:
