@@ -6,6 +6,10 @@
    expected), engine log-probs vs the trainer's forward (max abs gap), with Triton attention + CUDA graphs.
 2. bfloat16, Qwen2.5-0.5B shape: the same log-prob gap (reported, not asserted), CUDA graphs on vs off.
 3. Decode step time at batch 256, context ~800: graph replay alone vs a whole engine step (host overhead).
+5. `python benchmarks/gpu_engine_check.py bursts`: decode bursts (`decode_steps` 8: the sampled graph
+   replayed back to back) vs one launch per step, float32 small model, greedy (identity asserted) and
+   sampled, mixed per-request limits, with and without preemption; then the nano protocol's decode at
+   0.5B shape, bf16, for the time per step with either.
 4. The trainer's setting: float32 weights that require grad, bf16 autocast, several generate calls on one
    engine with in-place weight updates between them: CUDA graphs vs eager, and vs a fresh engine (asserted).
    The engine's packed bf16 copies of the weights are rewritten in place by each call, so the graphs
@@ -186,12 +190,46 @@ def step_times():
     )
 
 
+def bursts():
+    model = random_model("qwen2.5-0.5b", "cuda", torch.float32)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 10000, (int(n),), generator=g).tolist() for n in range(20, 500, 20)]
+    limits = [int(x) for x in torch.randint(1, 200, (len(prompts),), generator=g)]
+    for temperature in (0.0, 0.8):
+        sampling = SamplingConfig(temperature=temperature, max_new_tokens=200)
+        for blocks in (4000, 300):
+            outs = {}
+            for steps in (1, 8):
+                eng = Engine(
+                    model, _NoTokenizer(), num_blocks=blocks, block_size=16, max_batch=32,
+                    graph_sampling=True, decode_steps=steps,
+                )  # fmt: skip
+                eng.stop_ids = set()
+                outs[steps] = eng.generate(prompts, sampling, seed=3, max_new_tokens=limits)
+                assert eng.blocks.num_free == blocks
+            same = sum(a.token_ids == b.token_ids for a, b in zip(outs[1], outs[8], strict=True))
+            gap = max(
+                max((abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=False)), default=0.0)
+                for a, b in zip(outs[1], outs[8], strict=True)
+            )
+            print(
+                f"[bursts fp32 0.5B T={temperature} blocks={blocks} preemptions={eng.stats.preemptions}] "
+                f"decode_steps 8 vs 1: {same}/{len(prompts)} identical, max log-prob gap {gap:.1e}",
+                flush=True,
+            )
+            if temperature == 0:
+                assert same == len(prompts), "greedy bursts differ from single steps"
+
+
 if __name__ == "__main__":
     import sys
 
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     if sys.argv[1:] == ["autocast"]:
         autocast_calls()
+        sys.exit(0)
+    if sys.argv[1:] == ["bursts"]:
+        bursts()
         sys.exit(0)
     small = dict(
         hidden_size=256,

@@ -290,12 +290,15 @@ class RolloutConfig:
     cuda_graphs: bool = True
     decode_splits: int = 1  # engine, Triton path: each decode attention's context in this many parts
     graph_sampling: bool = False  # engine, CUDA graphs: lm_head and sampling captured with the forward
+    decode_steps: int = (
+        1  # engine, CUDA graphs: decode steps replayed per host round trip (> 1: sampling in them)
+    )
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
         check_choice("rollout.backend", self.backend, ("hf", "ponder", "vllm"))
         check_choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
-        for key in ("max_batch", "block_size", "max_prefill_tokens", "decode_splits"):
+        for key in ("max_batch", "block_size", "max_prefill_tokens", "decode_splits", "decode_steps"):
             check_positive(f"rollout.{key}", getattr(self, key))
         if self.decode_splits & (self.decode_splits - 1):
             raise ConfigError(f"rollout.decode_splits = {self.decode_splits}: must be a power of two")

@@ -65,6 +65,7 @@ def test_bad_choice_names_key_value_and_allowed_on_cpu():
         ("--rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization = 1.5"),
         ("--rollout.decode_splits=3", "rollout.decode_splits = 3: must be a power of two"),
         ("--rollout.decode_splits=0", "rollout.decode_splits = 0"),
+        ("--rollout.decode_steps=0", "rollout.decode_steps = 0"),
     ],
 )
 def test_bad_values_on_cpu(override, fragment):

@@ -95,9 +95,16 @@ class _EagerGraphs(DecodeGraphs):
     and sampler the GPU captures (`_forward`, `_forward_sample`, through the interpreter)."""
 
     def __init__(
-        self, runner, cache, max_batch: int, width: int, triton: bool = False, sample: bool = False
+        self,
+        runner,
+        cache,
+        max_batch: int,
+        width: int,
+        triton: bool = False,
+        sample: bool = False,
+        max_steps: int = 1,
     ) -> None:
-        self._setup(runner, cache, max_batch, width, 1, on_gpu=False)
+        self._setup(runner, cache, max_batch, width, 1, on_gpu=False, max_steps=max_steps)
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
         self.graphs = {b: _Replay(self, b, triton) for b in self.sizes}
         if sample:
@@ -106,6 +113,11 @@ class _EagerGraphs(DecodeGraphs):
                     self.samples[b, noise] = (torch.zeros(b, dtype=torch.long), torch.zeros(b))
                     self.sampled[b, noise] = _ReplaySample(self, b, noise)
         self.replayed: list[int] = []
+        self.bursts: list[int] = []  # each `run_sampled` call's steps
+
+    def run_sampled(self, tokens, positions, tables, keys, temperature, steps=1):
+        self.bursts.append(steps)
+        return super().run_sampled(tokens, positions, tables, keys, temperature, steps)
 
 
 class _Replay:
@@ -178,25 +190,29 @@ def test_the_graph_path_generates_what_the_plain_path_does(overlap, num_blocks):
         assert sum(phases.values()) >= engine.stats.host_s * 0.99
 
 
-def _sampling_engine(model, tok, graph_sampling: bool) -> tuple[Engine, list[_EagerGraphs]]:
-    kw = dict(num_blocks=64, block_size=4, max_batch=8, attention="triton", overlap=True)
-    engine = Engine(model, tok, graph_sampling=graph_sampling, **kw)
+def _sampling_engine(
+    model, tok, graph_sampling: bool, decode_steps: int = 1, num_blocks: int = 64
+) -> tuple[Engine, list[_EagerGraphs]]:
+    kw = dict(num_blocks=num_blocks, block_size=4, max_batch=8, attention="triton", overlap=True)
+    engine = Engine(model, tok, graph_sampling=graph_sampling, decode_steps=decode_steps, **kw)
     made: list[_EagerGraphs] = []
 
     def graphs(cache):
-        made.append(_EagerGraphs(engine.runner, cache, 8, 16, triton=True, sample=graph_sampling))
+        sample = engine.graph_sampling
+        made.append(
+            _EagerGraphs(engine.runner, cache, 8, 16, triton=True, sample=sample, max_steps=decode_steps)
+        )
         return made[-1]
 
     engine._graphs = graphs
     return engine, made
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temperature, monkeypatch):
-    """`graph_sampling`: lm_head and the fused sampler run with the captured forward (keys and 1/T read
-    from the graph's inputs). Same tokens and log-probs as the GPU's eager sampler (`fused_sample` with
-    `sample_keys`) over the same forward; greedy as well."""
+def _sample_as_on_gpu(monkeypatch) -> None:
+    """The eager sampler draws as on CUDA (`fused_sample` with `sample_keys`: noise keyed by seed and
+    step), so every path, graph or eager, draws the same token for a sequence's step."""
     import ponder.rollout.engine.engine as engine_mod
+    import ponder.rollout.engine.sampler as sampler_mod
     from ponder.rollout.engine import triton_sampling as tk
 
     def gpu_sampler(logits, generators, sampling, steps):  # what `sample_tensors` does on CUDA
@@ -206,6 +222,15 @@ def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temper
         return tk.fused_sample(logits, keys, sampling.temperature)
 
     monkeypatch.setattr(engine_mod, "sample_tensors", gpu_sampler)
+    monkeypatch.setattr(sampler_mod, "sample_tensors", gpu_sampler)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temperature, monkeypatch):
+    """`graph_sampling`: lm_head and the fused sampler run with the captured forward (keys and 1/T read
+    from the graph's inputs). Same tokens and log-probs as the GPU's eager sampler (`fused_sample` with
+    `sample_keys`) over the same forward; greedy as well."""
+    _sample_as_on_gpu(monkeypatch)
     model, tok = load_model("tiny")
     sharpen(model)
     prompts = [tok.encode(t) for t in ["2+2=", "hello world", "abc"]] * 2
@@ -220,3 +245,34 @@ def test_sampling_inside_the_graph_draws_what_the_eager_gpu_sampler_draws(temper
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
     top_p = engine.generate(prompts, SamplingConfig(temperature=0.8, top_p=0.9, max_new_tokens=3), seed=4)
     assert all(len(o.token_ids) == 3 for o in top_p)  # truncation: the eager sampler after the graph
+
+
+@pytest.mark.parametrize("num_blocks", [64, 12])  # 12: preemptions
+def test_bursts_of_decode_steps_give_the_single_step_tokens(num_blocks, monkeypatch):
+    """`decode_steps`: the sampled graph replayed k times per launch, feeding its own samples, positions,
+    slots and noise keys forward, gives what one launch per step gives: the same tokens and log-probs,
+    with per-request limits, a stop token inside a burst and preemption; every block comes back."""
+    _sample_as_on_gpu(monkeypatch)  # prefill and preempted steps sample eagerly
+    model, tok = load_model("tiny")
+    sharpen(model)
+    prompts = [tok.encode(t) for t in ["2+2=", "hello world", "abc", "the engine runs"]] * 2
+    limits = [11, 3, 9, 14, 1, 7, 14, 5]
+    sampling = SamplingConfig(temperature=0.8, max_new_tokens=14)
+    ref_engine, _ = _sampling_engine(model, tok, graph_sampling=True, num_blocks=num_blocks)
+    free = ref_engine.generate(prompts, sampling, seed=5, max_new_tokens=limits)
+    stop = free[0].token_ids[5]  # a stop id met mid-burst
+    results, bursts = [], []
+    for steps in (1, 4):
+        engine, made = _sampling_engine(model, tok, True, decode_steps=steps, num_blocks=num_blocks)
+        engine.stop_ids = {stop}
+        results.append(engine.generate(prompts, sampling, seed=5, max_new_tokens=limits))
+        assert engine.blocks.num_free == num_blocks
+        assert (engine.stats.preemptions > 0) == (num_blocks == 12)
+        bursts.append([n for g in made for n in g.bursts])
+    ref, got = results
+    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    assert len(ref[0].token_ids) == 6 and ref[0].token_ids[-1] == stop  # the stop bit, inside a burst
+    assert all(len(o.token_ids) <= n for o, n in zip(got, limits, strict=True))
+    assert set(bursts[0]) == {1} and max(bursts[1]) == 4  # bursts ran, and were the only difference

@@ -317,3 +317,30 @@ def test_overlapped_decode_gives_the_same_outputs(kw):
         assert all(len(o.token_ids) <= n for o, n in zip(got, limits, strict=True))
         _assert_idle(engine.blocks)
     assert any(finished) and not all(finished)  # stops were exercised
+
+
+def test_lookahead_sizes_a_burst_and_reserves_its_slots():
+    """`lookahead(seqs, ahead, steps)`: the in-flight burst's sequences that go on, each given cache slots
+    for the next burst's positions; the burst no longer than the longest remaining sequence needs, nor
+    than `max_seq_tokens` allows; None (nothing allocated) when the free blocks do not cover it."""
+    blocks = BlockManager(num_blocks=8, block_size=BS)
+    sched = Scheduler(blocks, max_batch=4, max_new_tokens=10, stop_ids=set())
+    a = Sequence(0, [1, 2, 3], torch.Generator())
+    b = Sequence(1, [4, 5, 6], torch.Generator(), max_new_tokens=3)
+    sched.add([a])
+    sched.add([b])
+    step = sched.schedule()
+    for p in step.prefill:
+        sched.on_prefilled(p.group, [7], [0.0])
+    # both hold 4 tokens (prompt + 1) in one block; an in-flight burst of 2 feeds positions 3 and 4
+    assert [len(s.block_table) for s in (a, b)] == [1, 1]
+    nxt, steps = sched.lookahead([a, b], ahead=2, steps=8)
+    # b: 1 + 2 in flight = its limit of 3, it stops; a: 10 - 3 = 7 tokens to come, so a burst of 7
+    assert nxt == [a] and steps == 7
+    # a feeds positions 5..11 next: blocks up to position 11, 3 in all
+    assert len(a.block_table) == 3 and len(b.block_table) == 1
+    sched.max_seq_tokens = 9  # positions 0..8: a burst of 4 (positions 5..8)
+    assert sched.lookahead([a], ahead=2, steps=8) == ([a], 4)
+    free = blocks.num_free
+    assert not sched.reserve([a], 2, 100) and blocks.num_free == free  # 27 blocks: nothing taken
+    assert sched.reserve([a], 2, 16) and len(a.block_table) == 6 and blocks.num_free == free - 3

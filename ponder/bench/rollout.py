@@ -151,31 +151,24 @@ def _timed(fn, device: str):
     return out, time.perf_counter() - t0
 
 
-def _engine(
-    model,
-    tok,
-    max_batch: int,
-    kv_gib: float,
-    block_size: int,
-    decode_splits: int = 1,
-    graph_sampling: bool = False,
-):
+def _engine(model, tok, max_batch: int, kv_gib: float, block_size: int, **options):
+    """The engine under test: a `kv_gib` KV cache, EOS ignored; `options`: more `Engine` arguments
+    (`engine_options`)."""
     from ponder.rollout.engine import Engine
 
     cfg = model.config
     per_block = kv_bytes_per_token(cfg, next(model.parameters()).element_size()) * block_size
     num_blocks = int(kv_gib * 2**30 // per_block)
-    eng = Engine(
-        model,
-        tok,
-        num_blocks=num_blocks,
-        block_size=block_size,
-        max_batch=max_batch,
-        decode_splits=decode_splits,
-        graph_sampling=graph_sampling,
-    )
+    eng = Engine(model, tok, num_blocks=num_blocks, block_size=block_size, max_batch=max_batch, **options)
     eng.stop_ids = set()  # EOS ignored: every sequence runs to its length
     return eng
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """The engine's optional decode paths, as the command line chose them."""
+    return dict(
+        decode_splits=args.decode_splits, graph_sampling=args.graph_sampling, decode_steps=args.decode_steps
+    )
 
 
 class _NoTokenizer:
@@ -199,9 +192,7 @@ def bench_nano(args, shape: str, rows: list[Row]) -> None:
     prompts = [[rng.randrange(10000) for _ in range(p)] for p in prompt_lens]
     model = random_model(shape, dev, dtype)
     tok = _NoTokenizer()
-    eng = _engine(
-        model, tok, args.max_batch, args.kv_gib, args.block_size, args.decode_splits, args.graph_sampling
-    )
+    eng = _engine(model, tok, args.max_batch, args.kv_gib, args.block_size, **engine_options(args))
     sampling = SamplingConfig(temperature=0.6, max_new_tokens=1024)
     # warm-up on other prompts (the prefix cache would otherwise serve the measured ones)
     warm_prompts = [[10000 + rng.randrange(10000) for _ in range(p)] for p in prompt_lens[:8]]
@@ -255,15 +246,7 @@ def bench_grpo(args, shape: str, rows: list[Row]) -> None:
     uniq = [[rng.randrange(10000) for _ in range(plen)] for _ in range(num_prompts)]
     prompts = [p for p in uniq for _ in range(group)]
     model = random_model(shape, dev, dtype)
-    eng = _engine(
-        model,
-        _NoTokenizer(),
-        args.max_batch,
-        args.kv_gib,
-        args.block_size,
-        args.decode_splits,
-        args.graph_sampling,
-    )
+    eng = _engine(model, _NoTokenizer(), args.max_batch, args.kv_gib, args.block_size, **engine_options(args))
     warm = [[10000 + rng.randrange(10000) for _ in range(plen)] for _ in range(2)]
     eng.generate(warm, SamplingConfig(max_new_tokens=16), seed=1)  # warm-up: kernels, graphs
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=olen)
@@ -362,6 +345,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--graph-sampling", action="store_true", help="lm_head and sampling inside the decode CUDA graphs"
+    )
+    p.add_argument(
+        "--decode-steps",
+        type=int,
+        default=1,
+        help="decode steps per host round trip (> 1: replayed back to back; implies --graph-sampling)",
     )
     p.add_argument("--kv-gib", type=float, default=40.0, help="KV-cache size on the GPU")
     p.add_argument("--hf-new-tokens", type=int, default=128, help="transformers output length (0: skip)")

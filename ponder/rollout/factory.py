@@ -40,4 +40,5 @@ def make_generator(
         autocast=autocast,
         decode_splits=r.decode_splits,
         graph_sampling=r.graph_sampling,
+        decode_steps=r.decode_steps,
     )

@@ -41,14 +41,15 @@ def fingerprint(runner: PagedLlama, cache: KVCache) -> tuple:
 class HostInputs:
     """The decode graphs' inputs as the host writes them: two int32 buffers, alternated by step.
 
-    Layout of a buffer for at most `bmax` rows: tokens, positions, cache slots, context lengths, and the
-    sampler's noise keys (seed low, seed high, step: 32-bit patterns), `bmax` each, then a (bmax, width)
-    block-table matrix. Rows past a step's batch are padding (token 0 at position 0, in the scratch
-    block). With overlapped decode the host fills one buffer while the copy out of the other may still be
-    queued behind the running step. Pure host work, run every step: it is vectorised except for
-    block-table rows, which are rewritten only when they changed."""
+    Layout of a buffer for at most `bmax` rows: tokens, positions, cache slots, context lengths, the
+    sampler's noise keys (seed low, seed high, step: 32-bit patterns) and each row's advance (1 for a real
+    row, 0 for padding: what a sampled graph adds to the position, context length and step after each
+    step), `bmax` each, then a (bmax, width) block-table matrix. Rows past a step's batch are padding
+    (token 0 at position 0, in the scratch block). With overlapped decode the host fills one buffer while
+    the copy out of the other may still be queued behind the running step. Pure host work, run every step:
+    it is vectorised except for block-table rows, which are rewritten only when they changed."""
 
-    ROWS = 7  # per-row values before the tables
+    ROWS = 8  # per-row values before the tables
 
     def __init__(self, bmax: int, width: int, block_size: int, scratch_block: int, pin: bool) -> None:
         self.bmax, self.width, self.block_size, self.scratch = bmax, width, block_size, scratch_block
@@ -90,6 +91,7 @@ class HostInputs:
         h[3 * bmax : 3 * bmax + n] = pos + 1
         if keys is not None:
             h[4 * bmax : 7 * bmax].reshape(3, bmax)[:, :n] = keys.view(np.int32)
+        h[7 * bmax : 7 * bmax + n] = 1  # advance
         self._pad(turn, n)
 
     def _pad(self, turn: int, start: int) -> None:
@@ -100,6 +102,7 @@ class HostInputs:
         h[2 * bmax + start : 3 * bmax] = scratch * self.block_size  # slots
         h[3 * bmax + start : 4 * bmax] = 1  # context lengths
         h[4 * bmax : 7 * bmax].reshape(3, bmax)[:, start:] = 0  # keys
+        h[7 * bmax + start : 8 * bmax] = 0  # advance: padding stays at position 0 in the scratch block
         h[self.tables_at + start * w : self.tables_at + bmax * w : w] = scratch
         del self.written[turn][start:]  # the padded rows' tables now point at the scratch block
 
@@ -115,7 +118,13 @@ class _Done:
 class DecodeGraphs:
     """Captured decode steps of `runner` over `cache` for batch sizes up to `max_batch`: per size the forward
     to the final norm's hidden states, and with `sample` also the whole step (forward, lm_head and the
-    fused sampler, greedy and with noise), which leaves the host one launch per step instead of a dozen."""
+    fused sampler, greedy and with noise), which leaves the host one launch per step instead of a dozen.
+
+    A sampled step also moves its own inputs on: it records its tokens and log-probs in row `step` of a
+    ring of `max_steps` rows, feeds its tokens back as the next inputs and advances each real row's
+    position, context length, cache slot (looked up in the row's block table) and sampler step. So
+    replaying it k times runs k decode steps with no host work in between (a burst, `run_sampled`),
+    provided the block tables already hold the slots of all k positions."""
 
     def __init__(
         self,
@@ -125,8 +134,9 @@ class DecodeGraphs:
         max_blocks_per_seq: int,
         splits: int = 1,
         sample: bool = False,
+        max_steps: int = 1,
     ) -> None:
-        self._setup(runner, cache, max_batch, max_blocks_per_seq, splits, on_gpu=True)
+        self._setup(runner, cache, max_batch, max_blocks_per_seq, splits, on_gpu=True, max_steps=max_steps)
         bmax = self.bmax
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
         for noise in (False, True) if sample else ():
@@ -154,6 +164,7 @@ class DecodeGraphs:
         max_blocks_per_seq: int,
         splits: int,
         on_gpu: bool,
+        max_steps: int = 1,
     ) -> None:
         """Everything but the captures: host inputs, the device buffer and the graphs' views of it, the
         (empty) graph tables. Without `on_gpu` (CPU stand-ins in tests and host benchmarks) the host buffers
@@ -171,10 +182,16 @@ class DecodeGraphs:
         self.buf = torch.zeros(self.inputs.size, dtype=torch.int32, device=dev)
         self.tokens, self.positions, self.slots, self.ctx = self.buf[: 4 * bmax].view(4, bmax)
         self.keys = self.buf[4 * bmax : 7 * bmax].view(3, bmax)
+        self.advance = self.buf[7 * bmax : 8 * bmax]
         self.tables = self.buf[self.inputs.tables_at :].view(bmax, self.width)
         self.buf.copy_(self.inputs.buffers[0])
         self.inv_t = torch.ones(1, dtype=torch.float32, device=dev)  # 1 / the sampling temperature
         self.temperature: float | None = None
+        # a burst's results: row k holds the tokens / log-probs of its k-th step; `step` is the next row
+        self.max_steps = max_steps
+        self.ring_tokens = torch.zeros(max_steps, bmax, dtype=torch.long, device=dev)
+        self.ring_logps = torch.zeros(max_steps, bmax, dtype=torch.float32, device=dev)
+        self.step = torch.zeros(1, dtype=torch.int32, device=dev)
         self.rows = torch.arange(bmax, dtype=torch.int32, device=dev)
         self.zeros = torch.zeros(bmax, dtype=torch.int32, device=dev)
         self.ones = torch.ones(bmax, dtype=torch.int32, device=dev)
@@ -193,7 +210,26 @@ class DecodeGraphs:
         from ponder.rollout.engine.triton_sampling import fused_sample
 
         logits_BV = self.runner.logits(self._forward(b), packed=True)
-        return fused_sample(logits_BV, self.keys[:, :b].t() if noise else None, self.inv_t)
+        tokens_B, logps_B = fused_sample(logits_BV, self.keys[:, :b].t() if noise else None, self.inv_t)
+        self._record_and_advance(b, tokens_B, logps_B)
+        return tokens_B, logps_B
+
+    def _record_and_advance(self, b: int, tokens_B: torch.Tensor, logps_B: torch.Tensor) -> None:
+        """The tail of a sampled step (captured with it): results into the ring, inputs of the next step.
+        Padding rows (advance 0) stay at position 0 in the scratch block."""
+        row = self.step.long()
+        self.ring_tokens[:, :b].index_copy_(0, row, tokens_B[None].to(self.ring_tokens.dtype))
+        self.ring_logps[:, :b].index_copy_(0, row, logps_B[None].float())
+        self.step.add_(1)
+        inc = self.advance[:b]
+        self.tokens[:b].copy_(tokens_B)
+        self.positions[:b] += inc
+        self.ctx[:b] += inc
+        self.keys[2, :b] += inc
+        pos, bs = self.positions[:b], self.cache.block_size
+        # past the table's width only after a burst's last step, whose next slot nothing uses
+        col = (pos // bs).long().clamp_(max=self.width - 1)
+        self.slots[:b] = self.tables[:b].gather(1, col[:, None])[:, 0] * bs + pos % bs
 
     def _load(
         self,
@@ -233,16 +269,22 @@ class DecodeGraphs:
         tables: list[list[int]],
         keys: np.ndarray | None,
         temperature: float,
+        steps: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`run` with the sampling inside the graph (needs `sample=True`): the rows' tokens and log-probs,
-        as `triton_sampling.fused_sample` draws them. `keys` ((3, n) uint32, `key_rows`) at `temperature`;
-        None: greedy. The results are the graph's static outputs: read (or copy) them before the next
-        step."""
+        """`steps` decode steps (a burst) with the sampling inside the graph (needs `sample=True`): the
+        rows' tokens and log-probs, (steps, n), as `triton_sampling.fused_sample` draws them; step j of
+        row i feeds the token step j - 1 sampled, at `positions[i] + j`, so `tables[i]` must already hold
+        those slots. `keys` ((3, n) uint32, `key_rows`, of the first step) at `temperature`; None: greedy.
+        The results are views of the graphs' ring: read (or copy) them before the next call."""
+        if not 1 <= steps <= self.max_steps:
+            raise ValueError(f"steps={steps}: the graphs were set up for 1..{self.max_steps}")
         n, b = self._load(tokens, positions, tables, keys)
         noise = keys is not None
         if noise and temperature != self.temperature:
             self.inv_t.fill_(1.0 / temperature)
             self.temperature = temperature
-        self.sampled[b, noise].replay()
-        tokens_B, logps_B = self.samples[b, noise]
-        return tokens_B[:n], logps_B[:n]
+        self.step.zero_()
+        graph = self.sampled[b, noise]
+        for _ in range(steps):
+            graph.replay()
+        return self.ring_tokens[:steps, :n], self.ring_logps[:steps, :n]

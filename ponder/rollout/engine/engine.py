@@ -39,10 +39,13 @@ from ponder.rollout.engine.sequence import Sequence
 
 
 class _InFlight:
-    """A launched decode step: its sequences, sampled tokens (on the device) and their host copies."""
+    """A launched decode burst: its sequences, the tokens it sampled ((steps, n), on the device) and their
+    host copies. `tokens` is its last step's, which the next burst feeds."""
 
     def __init__(self, seqs: list[Sequence], tokens: torch.Tensor, logps: torch.Tensor) -> None:
-        self.seqs, self.tokens = seqs, tokens
+        if tokens.dim() == 1:  # one step
+            tokens, logps = tokens[None], logps[None]
+        self.seqs, self.steps, self.tokens = seqs, tokens.shape[0], tokens[-1]
         if tokens.is_cuda:
             self.tokens_host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
             self.logps_host = torch.empty(logps.shape, dtype=logps.dtype, pin_memory=True)
@@ -53,7 +56,7 @@ class _InFlight:
         else:  # copies, as on CUDA: `tokens` may be a graph's static output, rewritten by the next step
             self.tokens_host, self.logps_host, self.event = tokens.clone(), logps.clone(), None
 
-    def results(self) -> tuple[list[int], list[float]]:
+    def results(self) -> tuple[list[list[int]], list[list[float]]]:
         if self.event is not None:
             self.event.synchronize()
         return self.tokens_host.tolist(), self.logps_host.tolist()
@@ -97,6 +100,7 @@ class Engine:
         overlap: bool | str = "auto",
         decode_splits: int = 1,
         graph_sampling: bool = False,
+        decode_steps: int = 1,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
@@ -111,8 +115,13 @@ class Engine:
         if decode_splits < 1 or decode_splits & (decode_splits - 1):
             raise ValueError(f"decode_splits={decode_splits} must be a power of two")
         self.decode_splits = decode_splits  # Triton path: each decode attention's context in this many parts
+        if decode_steps < 1:
+            raise ValueError(f"decode_steps={decode_steps} must be positive")
+        # overlapped decode with sampling in the graphs: decode steps launched per host round trip (a
+        # burst; > 1 captures the sampling in the graphs)
+        self.decode_steps = decode_steps
         # CUDA graphs: lm_head and sampling captured with the forward (when sampling has no top-k / top-p)
-        self.graph_sampling = graph_sampling
+        self.graph_sampling = graph_sampling or decode_steps > 1
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
@@ -191,6 +200,8 @@ class Engine:
         # weights cannot change during a call: check the graphs against them once per call, not per step
         # (after `prepare`: its buffers keep their addresses unless they had to be reallocated)
         self._call_graphs = self._graphs(cache)
+        if self._call_graphs is not None:
+            sched.max_seq_tokens = self._call_graphs.width * self.blocks.block_size
         try:
             self._run(sched, cache, sampling)
         finally:  # an exception mid-run must not leak blocks into the next call
@@ -205,38 +216,61 @@ class Engine:
     def _run(self, sched: Scheduler, cache: KVCache, sampling: SamplingConfig) -> None:
         """Schedule and run steps until every sequence is done.
 
-        Overlapped decode (`overlap`): while step t runs on the GPU, the host applies step t-1's tokens.
-        Step t+1 is launched before step t's tokens reach the host: its input tokens are step t's sampled
-        tokens, still on the device, and every sequence of step t is assumed to go on. A sequence that
-        stopped at step t (stop id, stop string) thus computes one extra token, which is dropped."""
+        Overlapped decode (`overlap`): while burst t runs on the GPU, the host applies burst t-1's tokens.
+        Burst t+1 is launched before burst t's tokens reach the host: its input tokens are burst t's last
+        sampled tokens, still on the device, and every sequence of burst t is assumed to go on. A burst is
+        one decode step, or with the sampling in the CUDA graphs up to `decode_steps` of them replayed
+        back to back (the graphs feed their own samples forward). A sequence that stopped inside a burst
+        (stop id, stop string) thus computes the rest of it and the next burst in vain; those tokens are
+        dropped."""
         pending: _InFlight | None = None
         while pending is not None or not sched.done():
             if pending is not None:
                 t0 = time.perf_counter()
-                nxt = sched.lookahead(pending.seqs)
+                nxt = sched.lookahead(pending.seqs, pending.steps, self._burst(sampling, len(pending.seqs)))
                 self._phase("lookahead", t0)
-                launched = self._launch(cache, nxt, sampling, pending) if nxt else None
+                launched = self._launch(cache, nxt[0], sampling, pending, nxt[1]) if nxt and nxt[0] else None
                 t1 = time.perf_counter()
                 tokens, logps = pending.results()
                 t2 = time.perf_counter()
-                seqs = pending.seqs
-                if any(s.done for s in seqs):  # stopped a step earlier: their speculated token is dropped
-                    live = [i for i, s in enumerate(seqs) if not s.done]
-                    seqs, tokens, logps = (
-                        [seqs[i] for i in live],
-                        [tokens[i] for i in live],
-                        [logps[i] for i in live],
-                    )
-                sched.on_decoded(seqs, tokens, logps)
+                seqs, live = pending.seqs, None  # live: the rows of `seqs` in the burst's results
+                for toks, lps in zip(tokens, logps, strict=True):  # step by step, as they were sampled
+                    if any(s.done for s in seqs):  # stopped earlier: their later tokens are dropped
+                        live = [i for i, s in zip(live or range(len(seqs)), seqs, strict=True) if not s.done]
+                        seqs = [pending.seqs[i] for i in live]
+                    if live is not None:
+                        toks, lps = [toks[i] for i in live], [lps[i] for i in live]
+                    if not seqs:
+                        break
+                    sched.on_decoded(seqs, toks, lps)
                 pending = launched
                 self.stats.wait_s += t2 - t1
                 self.stats.host_s += (t1 - t0) + (self._phase("apply", t2) - t2)
                 continue
             step = sched.schedule()
             if self._overlap(cache) and step.decode and not step.prefill:
-                pending = self._launch(cache, step.decode, sampling, None)
+                steps = self._burst(sampling, len(step.decode))
+                if steps > 1:  # `schedule` gave each a slot for one token; the burst needs `steps`
+                    rest = max(
+                        (s.max_new_tokens or sampling.max_new_tokens) - s.num_generated for s in step.decode
+                    )
+                    steps = min(steps, rest)
+                    if sched.max_seq_tokens is not None:
+                        steps = min(steps, sched.max_seq_tokens - max(len(s) for s in step.decode) + 1)
+                    if steps < 1 or not sched.reserve(step.decode, 0, steps):
+                        steps = 1
+                pending = self._launch(cache, step.decode, sampling, None, steps)
             else:
                 self._step(sched, step, cache, sampling)
+
+    def _burst(self, sampling: SamplingConfig, batch: int) -> int:
+        """How many decode steps the next launch may run back to back: `decode_steps` when the graphs can
+        sample for `sampling` at this batch size, else 1."""
+        graphs = self._call_graphs
+        if self.decode_steps > 1 and graphs is not None and graphs.sampled and batch <= graphs.bmax:
+            if _graph_samplable(sampling):
+                return self.decode_steps
+        return 1
 
     def _overlap(self, cache: KVCache) -> bool:
         if self.overlap == "auto":
@@ -244,14 +278,20 @@ class Engine:
         return bool(self.overlap)
 
     def _launch(
-        self, cache: KVCache, seqs: list[Sequence], sampling: SamplingConfig, prev: _InFlight | None
+        self,
+        cache: KVCache,
+        seqs: list[Sequence],
+        sampling: SamplingConfig,
+        prev: _InFlight | None,
+        steps: int = 1,
     ) -> _InFlight:
-        """Enqueue one decode step and its sampling; the results are read later (`_InFlight.results`).
+        """Enqueue a burst of `steps` decode steps and their sampling; the results are read later
+        (`_InFlight.results`). More than one step needs the sampling in the graphs (`_burst`).
 
-        Without `prev` each sequence feeds its last token; with `prev` (speculated), it feeds the token
-        `prev` sampled for it, one position further."""
+        Without `prev` each sequence feeds its last token; with `prev` (speculated), it feeds the last
+        token `prev` sampled for it, `prev.steps` positions further."""
         t = time.perf_counter()
-        offset = 0 if prev is None else 1
+        offset = 0 if prev is None else prev.steps
         if prev is None:
             tokens_in: list[int] | torch.Tensor = [s.tokens[-1] for s in seqs]
         elif len(seqs) == len(prev.seqs):  # every row goes on (`seqs` keeps `prev`'s order): no gather
@@ -262,9 +302,11 @@ class Engine:
             tokens_in = prev.tokens.index_select(0, idx)
         graphs = self._call_graphs
         if graphs is not None and graphs.sampled and len(seqs) <= graphs.bmax and _graph_samplable(sampling):
-            tokens_B, logps_B = self._graph_step(graphs, seqs, offset, tokens_in, sampling)
+            tokens_B, logps_B = self._graph_step(graphs, seqs, offset, tokens_in, sampling, steps)
             t = self._phase("inputs", t)  # the sampling ran in the graph
         else:
+            if steps != 1:
+                raise RuntimeError("a burst of decode steps needs the sampling in the CUDA graphs")
             logits_BV = self._decode_forward(cache, seqs, offset, tokens_in)
             t = self._phase("inputs", t)
             logits_BV = self._no_early_stop(logits_BV, seqs, sampling, offset)
@@ -275,8 +317,8 @@ class Engine:
                 [len(s.tokens) - s.prompt_len + offset for s in seqs],
             )
             t = self._phase("sample", t)
-        self.stats.decode_steps += 1
-        self.stats.decode_tokens += len(seqs)
+        self.stats.decode_steps += steps
+        self.stats.decode_tokens += steps * len(seqs)
         flight = _InFlight(seqs, tokens_B, logps_B)
         self._phase("handoff", t)
         return flight
@@ -295,18 +337,20 @@ class Engine:
         offset: int,
         tokens: list[int] | torch.Tensor,
         sampling: SamplingConfig,
+        steps: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decode step with lm_head and sampling inside the CUDA graph: the same draws as
-        `sampler.sample_tensors` on CUDA (Gumbel noise keyed by each sequence's seed and step)."""
+        """`steps` decode steps with lm_head and sampling inside the CUDA graph: the same draws as
+        `sampler.sample_tensors` on CUDA (Gumbel noise keyed by each sequence's seed and step);
+        tokens and log-probs (steps, n)."""
         from ponder.rollout.engine.triton_sampling import key_rows
 
         positions = [len(s.tokens) - 1 + offset for s in seqs]
         keys = None
         if sampling.temperature > 0:
-            steps = [len(s.tokens) - s.prompt_len + offset for s in seqs]
-            keys = key_rows([s.generator.initial_seed() for s in seqs], steps)
+            made = [len(s.tokens) - s.prompt_len + offset for s in seqs]  # each row's sampler step
+            keys = key_rows([s.generator.initial_seed() for s in seqs], made)
         tables = [s.block_table for s in seqs]
-        return graphs.run_sampled(tokens, positions, tables, keys, sampling.temperature)
+        return graphs.run_sampled(tokens, positions, tables, keys, sampling.temperature, steps)
 
     def _decode_forward(
         self, cache: KVCache, seqs: list[Sequence], offset: int, tokens: list[int] | torch.Tensor
@@ -432,7 +476,13 @@ class Engine:
             if max_pos:
                 width = min(width, -(-max_pos // self.blocks.block_size))
             self.graphs = DecodeGraphs(
-                self.runner, cache, self.max_batch, width, self.decode_splits, self.graph_sampling
+                self.runner,
+                cache,
+                self.max_batch,
+                width,
+                self.decode_splits,
+                self.graph_sampling,
+                self.decode_steps,
             )
         return self.graphs
 

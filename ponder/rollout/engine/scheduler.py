@@ -97,6 +97,7 @@ class Scheduler:
         self.running: list[Sequence] = []  # in admission order: the last one is preempted first
         self.preemptions = 0
         self.cached_tokens = 0  # tokens of admitted (re)prefills found in the prefix cache
+        self.max_seq_tokens: int | None = None  # the most positions one sequence's slots may cover
 
     def add(self, group: list[Sequence]) -> None:
         """Queue the samples of one prompt (identical tokens); at most `max_batch` of them."""
@@ -142,27 +143,52 @@ class Scheduler:
             i += 1
         return preempted
 
-    def lookahead(self, seqs: list[Sequence]) -> list[Sequence] | None:
-        """The sequences of an in-flight decode step that go on into the next one, each given a slot for
-        the token after the in-flight one; None when the next step must not be speculated (a prompt is
-        being prefilled, a waiting group could be admitted, or a block is missing): the caller then
-        applies the in-flight results first and schedules normally."""
+    def lookahead(
+        self, seqs: list[Sequence], ahead: int = 1, steps: int = 1
+    ) -> tuple[list[Sequence], int] | None:
+        """The sequences of an in-flight decode burst (`ahead` steps, its tokens not yet applied) that go
+        on into the next burst, each given slots for that burst's tokens, and the burst's length: at most
+        `steps`, no longer than the longest remaining sequence needs (nor than `max_seq_tokens` allows).
+        None when the next burst must not be speculated (a prompt is being prefilled, a waiting group
+        could be admitted, or blocks are missing): the caller then applies the in-flight results first
+        and schedules normally."""
         if self.prefilling or (self.waiting and len(self.running) < self.max_batch):
             return None
-        bs, limit = self.blocks.block_size, self.max_new_tokens
-        nxt, short = [], []
+        limit = self.max_new_tokens
+        nxt, left, longest = [], 0, 0
         for s in seqs:  # the hot path: one pass, no property calls
             n = len(s.tokens)
-            if s.done or n - s.prompt_len + 1 >= (s.max_new_tokens or limit):
+            rest = (s.max_new_tokens or limit) - (n - s.prompt_len + ahead)  # tokens still to come
+            if s.done or rest <= 0:
                 continue
             nxt.append(s)
-            if len(s.block_table) * bs <= n:  # no slot for token n + 1 yet
-                short.append(s)
-        if len(short) > self.blocks.num_free:
+            left, longest = max(left, rest), max(longest, n)
+        if not nxt:
+            return nxt, 0
+        steps = min(steps, left)
+        if self.max_seq_tokens is not None:
+            steps = min(steps, self.max_seq_tokens - (longest + ahead) + 1)
+        if steps < 1 or not self.reserve(nxt, ahead, steps):
             return None
-        for s in short:
-            s.block_table += self.blocks.allocate(1)
-        return nxt
+        return nxt, steps
+
+    def reserve(self, seqs: list[Sequence], ahead: int, steps: int) -> bool:
+        """Give each of `seqs` cache slots for the `steps` tokens it feeds next, at positions
+        len - 1 + ahead onwards; allocates nothing and returns False when the free blocks do not cover
+        them all."""
+        bs = self.blocks.block_size
+        need = []
+        total = 0
+        for s in seqs:
+            short = -(-(len(s.tokens) + ahead + steps - 1) // bs) - len(s.block_table)
+            if short > 0:
+                need.append((s, short))
+                total += short
+        if total > self.blocks.num_free:
+            return False
+        for s, short in need:
+            s.block_table += self.blocks.allocate(short)
+        return True
 
     def _preempt(self, group: list[Sequence]) -> None:
         for seq in group:
