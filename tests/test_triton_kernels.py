@@ -209,6 +209,37 @@ def test_fused_norm_rope_cache_and_silu_match_transformers_math(dtype):
         tk.silu_mul(gate_up.t())
 
 
+@pytest.mark.parametrize(
+    "dtype,norm_dtype", [(torch.float32,) * 2, (torch.float16,) * 2, (torch.float16, torch.float32)]
+)
+def test_rope_with_the_qk_norm_fused_matches_the_unfused_qwen3_math(dtype, norm_dtype):
+    """Qwen3: the per-head q/k RMSNorm inside the rope kernel gives what transformers' norm followed by
+    the plain kernel gives, in the activations' dtype and with float32 norm weights (the trainer's)."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    g = torch.Generator().manual_seed(3)
+    n, h, kvh, d = 6, 8, 2, 32
+    qkv = torch.randn(n, (h + 2 * kvh) * d, generator=g).to(dtype) * 3  # strided views, as the engine's
+    q, k, v = (t.view(n, -1, d) for t in qkv.split([h * d, kvh * d, kvh * d], dim=1))
+    norms = [Qwen3RMSNorm(d, eps=1e-6).to(norm_dtype) for _ in range(2)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(torch.rand(d, generator=g) + 0.5)
+    pos, slots = torch.tensor([0, 1, 9, 300, 4000, 77]), torch.tensor([3, 0, 7, 12, 15, 8])
+    inv_freq = 1.0 / (1e6 ** (torch.arange(0, d, 2).float() / d))
+    caches = [[torch.zeros(4, 4, kvh, d, dtype=dtype) for _ in range(2)] for _ in range(2)]
+    with torch.no_grad():
+        qn, kn = norms[0](q.clone()), norms[1](k.clone())
+    want_q = tk.rope_and_cache(qn, kn, v, pos, slots, inv_freq, 1.0, *caches[0]).to(dtype)
+    weights = (norms[0].weight.data, norms[1].weight.data, 1e-6)
+    got_q = tk.rope_and_cache(q.clone(), k, v, pos, slots, inv_freq, 1.0, *caches[1], qk_norm=weights)
+    assert got_q.dtype == dtype
+    tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=0, rtol=0)
+    torch.testing.assert_close(got_q, want_q, **tol)
+    torch.testing.assert_close(caches[1][0], caches[0][0], **tol)
+    torch.testing.assert_close(caches[1][1], caches[0][1], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.6, 1.0])
 def test_fused_sample_gives_the_tokens_and_logprobs_of_the_reference(temperature):
     g = torch.Generator().manual_seed(1)

@@ -350,10 +350,15 @@ class PagedLlama:
                 qkv_NF = F.linear(h_NE.to(dt), *w["qkv"])  # (N, (H + 2 KVH) D): a token's q, k, v in one row
                 q, k, v = (t.view(n, -1, d) for t in qkv_NF.split(widths, dim=1))  # row-strided views
                 attn = layer.self_attn
+                qk_norm = None
                 if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
-                    q, k = attn.q_norm(q), attn.k_norm(k)
+                    eps = attn.q_norm.variance_epsilon
+                    if attn.k_norm.variance_epsilon == eps:  # fused into the rope kernel
+                        qk_norm = (attn.q_norm.weight, attn.k_norm.weight, eps)
+                    else:
+                        q, k = attn.q_norm(q), attn.k_norm(k)
                 q = tk.rope_and_cache(
-                    q, k, v, positions_N, slots_N, rotary.inv_freq, scaling, cache.k[i], cache.v[i]
+                    q, k, v, positions_N, slots_N, rotary.inv_freq, scaling, cache.k[i], cache.v[i], qk_norm
                 ).to(cache.dtype)
                 # written over q (each program reads only the q rows it writes): the kernel indexes its
                 # output with q's strides, so it must not get a fresh contiguous buffer for a strided q

@@ -379,6 +379,19 @@ def add_rmsnorm(
 
 
 @triton.jit
+def _head_rmsnorm(x1, x2, w_ptr, eps, j, HALF: tl.constexpr, XT: tl.constexpr, NT: tl.constexpr):
+    """transformers' RMSNorm over each head (rows) of a head's two halves (float32 values of dtype XT):
+    normalised in float32, rounded to XT, times the weight, rounded to NT (the weight's and XT's
+    promotion)."""
+    r = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
+    w1 = tl.load(w_ptr + j).to(tl.float32)[None, :]
+    w2 = tl.load(w_ptr + HALF + j).to(tl.float32)[None, :]
+    y1 = (w1 * (x1 * r).to(XT).to(tl.float32)).to(NT).to(tl.float32)
+    y2 = (w2 * (x2 * r).to(XT).to(tl.float32)).to(NT).to(tl.float32)
+    return y1, y2
+
+
+@triton.jit
 def _rope_cache_kernel(
     q_ptr,
     k_ptr,
@@ -388,7 +401,10 @@ def _rope_cache_kernel(
     inv_freq_ptr,
     kc_ptr,
     vc_ptr,
+    qn_ptr,
+    kn_ptr,
     scaling,
+    eps,
     stride_q,
     stride_k,
     stride_v,
@@ -397,34 +413,53 @@ def _rope_cache_kernel(
     HP: tl.constexpr,
     KP: tl.constexpr,
     HALF: tl.constexpr,
+    NORM: tl.constexpr,
+    NORM_F32: tl.constexpr,
 ):
     n = tl.program_id(0)
-    DT = q_ptr.dtype.element_ty
+    QT = q_ptr.dtype.element_ty
+    KT = k_ptr.dtype.element_ty
+    if NORM:  # after the q/k norm the rotation runs in the norm's output dtype, as unfused
+        if NORM_F32:
+            DT: tl.constexpr = tl.float32
+            DK: tl.constexpr = tl.float32
+        else:
+            DT: tl.constexpr = QT
+            DK: tl.constexpr = KT
+    else:
+        DT: tl.constexpr = QT
+        DK: tl.constexpr = KT
     pos = tl.load(pos_ptr + n).to(tl.float32)
     slot = tl.load(slot_ptr + n).to(tl.int64)
     j = tl.arange(0, HALF)
     ang = pos * tl.load(inv_freq_ptr + j).to(tl.float32)
-    cos = (tl.cos(ang) * scaling).to(DT).to(tl.float32)[None, :]
-    sin = (tl.sin(ang) * scaling).to(DT).to(tl.float32)[None, :]
-    # q: rotated in place
+    cos_f, sin_f = tl.cos(ang) * scaling, tl.sin(ang) * scaling
+    # q: (normed and) rotated in place
+    cos = cos_f.to(DT).to(tl.float32)[None, :]
+    sin = sin_f.to(DT).to(tl.float32)[None, :]
     h = tl.arange(0, HP)[:, None]
     hm = h < H
     q1p = q_ptr + n * stride_q + h * (2 * HALF) + j[None, :]
     q1 = tl.load(q1p, mask=hm, other=0.0).to(tl.float32)
     q2 = tl.load(q1p + HALF, mask=hm, other=0.0).to(tl.float32)
+    if NORM:
+        q1, q2 = _head_rmsnorm(q1, q2, qn_ptr, eps, j, HALF, QT, DT)
     o1 = ((q1 * cos).to(DT).to(tl.float32) - (q2 * sin).to(DT).to(tl.float32)).to(DT)
     o2 = ((q2 * cos).to(DT).to(tl.float32) + (q1 * sin).to(DT).to(tl.float32)).to(DT)
-    tl.store(q1p, o1, mask=hm)
-    tl.store(q1p + HALF, o2, mask=hm)
-    # k: rotated into the cache slot; v: copied there
-    KT = k_ptr.dtype.element_ty
+    tl.store(q1p, o1.to(QT), mask=hm)
+    tl.store(q1p + HALF, o2.to(QT), mask=hm)
+    # k: (normed and) rotated into the cache slot; v: copied there
+    cos = cos_f.to(DK).to(tl.float32)[None, :]
+    sin = sin_f.to(DK).to(tl.float32)[None, :]
     g = tl.arange(0, KP)[:, None]
     gm = g < KVH
     k1p = k_ptr + n * stride_k + g * (2 * HALF) + j[None, :]
     k1 = tl.load(k1p, mask=gm, other=0.0).to(tl.float32)
     k2 = tl.load(k1p + HALF, mask=gm, other=0.0).to(tl.float32)
-    c1 = ((k1 * cos).to(KT).to(tl.float32) - (k2 * sin).to(KT).to(tl.float32)).to(KT)
-    c2 = ((k2 * cos).to(KT).to(tl.float32) + (k1 * sin).to(KT).to(tl.float32)).to(KT)
+    if NORM:
+        k1, k2 = _head_rmsnorm(k1, k2, kn_ptr, eps, j, HALF, KT, DK)
+    c1 = ((k1 * cos).to(DK).to(tl.float32) - (k2 * sin).to(DK).to(tl.float32)).to(DK)
+    c2 = ((k2 * cos).to(DK).to(tl.float32) + (k1 * sin).to(DK).to(tl.float32)).to(DK)
     cp = kc_ptr + slot * (KVH * 2 * HALF) + g * (2 * HALF) + j[None, :]
     CT = kc_ptr.dtype.element_ty
     tl.store(cp, c1.to(CT), mask=gm)
@@ -445,15 +480,21 @@ def rope_and_cache(
     scaling: float,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
     """Rotary embedding of q (in place, returned) and k, and k/v written to their cache slots, in one kernel.
 
-    q/k/v may be row-strided views (e.g. of a fused projection); within a row heads must be contiguous."""
+    `qk_norm` (Qwen3): (q weight, k weight, eps) of a per-head RMSNorm applied to q and k first, as
+    transformers does it (the rotation then runs in the norm's output dtype; q is stored back in its
+    own). q/k/v may be row-strided views (e.g. of a fused projection); within a row heads must be
+    contiguous."""
     n, h, d = q_NHD.shape
     kvh = k_NKD.shape[1]
     for t in (q_NHD, k_NKD, v_NKD):
         if t.stride(2) != 1 or t.stride(1) != d:
             raise ValueError("rope_and_cache needs heads contiguous within each row")
+    qn, kn, eps = qk_norm if qk_norm is not None else (q_NHD, k_NKD, 0.0)
+    norm_f32 = qk_norm is not None and torch.promote_types(qn.dtype, q_NHD.dtype) == torch.float32
     _rope_cache_kernel[(n,)](
         q_NHD,
         k_NKD,
@@ -463,7 +504,10 @@ def rope_and_cache(
         inv_freq,
         k_cache,
         v_cache,
+        qn,
+        kn,
         scaling,
+        eps,
         q_NHD.stride(0),
         k_NKD.stride(0),
         v_NKD.stride(0),
@@ -472,6 +516,8 @@ def rope_and_cache(
         HP=_pow2(h),
         KP=_pow2(kvh),
         HALF=d // 2,
+        NORM=qk_norm is not None,
+        NORM_F32=norm_f32,
     )
     return q_NHD
 
