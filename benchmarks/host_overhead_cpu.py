@@ -8,7 +8,9 @@ pace (the 2-layer depth test of `profile_decode_gpu.py` shows it). This runs the
 `Engine` with overlapped decode forced on, `cuda_graphs.DecodeGraphs.run` with a replay that does nothing
 (inputs still filled by `HostInputs`), the GPU sampler's key building (`sample_keys`) plus an argmax over a
 tiny vocabulary, and a 1-layer, 64-wide tiny model so the remaining math is small. EOS is ignored; output
-lengths are uniform in [100, --max-out] as in the nano protocol. Printed: seconds per decode step and
+lengths are uniform in [100, --max-out] as in the nano protocol. With --decode-steps k > 1 the graphs
+"sample" too (a no-op, the tokens stay 0) and each launch is a burst of up to k steps, so the host's
+work per step is what bursts leave of it. Printed: seconds per decode step and
 microseconds per generated token (best of --reps), which includes the tiny model's lm_head and argmax
 (printed separately); with --profile, cProfile's top functions.
 """
@@ -37,9 +39,11 @@ class _NoGraph:
 class HostOnlyGraphs(DecodeGraphs):
     """`DecodeGraphs` on the CPU: the host inputs and their copy are real, the replay is a no-op."""
 
-    def __init__(self, runner, cache, max_batch: int, width: int) -> None:
-        self._setup(runner, cache, max_batch, width, 1, on_gpu=False)
+    def __init__(self, runner, cache, max_batch: int, width: int, max_steps: int = 1) -> None:
+        self._setup(runner, cache, max_batch, width, 1, on_gpu=False, max_steps=max_steps)
         self.graphs = {b: _NoGraph() for b in self.sizes}
+        if max_steps > 1:  # a burst's sampled graph
+            self.sampled = {(b, noise): _NoGraph() for b in self.sizes for noise in (False, True)}
         self.outputs = {b: torch.zeros(b, runner.hf.config.hidden_size) for b in self.sizes}
         lm_head = runner.hf.lm_head
         runner.logits = lambda h, packed=False: lm_head(h)
@@ -63,13 +67,23 @@ def main() -> None:
     p.add_argument("--max-out", type=int, default=1024)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--decode-steps", type=int, default=1, help="decode steps per launch (bursts)")
     args = p.parse_args()
     # 1 layer, 64 wide: the model's work stays small
     model, tok = build_tiny("tiny", TinyConfig(num_layers=1), torch.float32)
     model.eval()
-    eng = engine_mod.Engine(model, tok, num_blocks=40000, block_size=16, max_batch=args.seqs, overlap=True)
+    eng = engine_mod.Engine(
+        model,
+        tok,
+        num_blocks=40000,
+        block_size=16,
+        max_batch=args.seqs,
+        overlap=True,
+        decode_steps=args.decode_steps,
+    )
     eng.stop_ids = set()
-    eng._graphs = lambda cache: HostOnlyGraphs(eng.runner, cache, eng.max_batch, 128)
+    k = args.decode_steps
+    eng._graphs = lambda cache: HostOnlyGraphs(eng.runner, cache, eng.max_batch, 128, k)
     engine_mod.sample_tensors = _gpu_like_sample
     rng = random.Random(0)
     prompts = [[rng.randrange(250) for _ in range(rng.randint(20, 60))] for _ in range(args.seqs)]

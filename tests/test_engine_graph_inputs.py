@@ -276,3 +276,5 @@ def test_bursts_of_decode_steps_give_the_single_step_tokens(num_blocks, monkeypa
     assert len(ref[0].token_ids) == 6 and ref[0].token_ids[-1] == stop  # the stop bit, inside a burst
     assert all(len(o.token_ids) <= n for o, n in zip(got, limits, strict=True))
     assert set(bursts[0]) == {1} and max(bursts[1]) == 4  # bursts ran, and were the only difference
+    with pytest.raises(ValueError, match="decode_steps"):
+        Engine(model, tok, decode_steps=0)
