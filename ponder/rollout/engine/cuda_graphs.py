@@ -141,6 +141,7 @@ class DecodeGraphs:
         self._forward(bmax)  # eager warm-up: compiles the kernels, which capture cannot do
         for noise in (False, True) if sample else ():
             self._forward_sample(bmax, noise)
+            self.step.zero_()  # the warm-up took a ring row; a burst starts at row 0
         torch.cuda.synchronize()
         pool = None
         for b in reversed(self.sizes):
