@@ -289,10 +289,8 @@ class RolloutConfig:
     attention: str = "auto"
     cuda_graphs: bool = True
     decode_splits: int = 1  # engine, Triton path: each decode attention's context in this many parts
-    graph_sampling: bool = False  # engine, CUDA graphs: lm_head and sampling captured with the forward
-    decode_steps: int = (
-        1  # engine, CUDA graphs: decode steps replayed per host round trip (> 1: sampling in them)
-    )
+    graph_sampling: bool = True  # engine, CUDA graphs: lm_head and sampling captured with the forward
+    decode_steps: int = 8  # engine, CUDA graphs: decode steps per host round trip (needs graph_sampling)
     gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
@@ -300,6 +298,11 @@ class RolloutConfig:
         check_choice("rollout.attention", self.attention, ("auto", "sdpa", "triton"))
         for key in ("max_batch", "block_size", "max_prefill_tokens", "decode_splits", "decode_steps"):
             check_positive(f"rollout.{key}", getattr(self, key))
+        if self.decode_steps > 1 and not self.graph_sampling:
+            raise ConfigError(
+                f"rollout.decode_steps = {self.decode_steps} needs rollout.graph_sampling = true "
+                "(set rollout.decode_steps = 1 to sample outside the graphs)"
+            )
         if self.decode_splits & (self.decode_splits - 1):
             raise ConfigError(f"rollout.decode_splits = {self.decode_splits}: must be a power of two")
         check_positive("rollout.num_blocks", self.num_blocks, allow_zero=True)  # 0 = sized automatically

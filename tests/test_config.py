@@ -66,6 +66,7 @@ def test_bad_choice_names_key_value_and_allowed_on_cpu():
         ("--rollout.decode_splits=3", "rollout.decode_splits = 3: must be a power of two"),
         ("--rollout.decode_splits=0", "rollout.decode_splits = 0"),
         ("--rollout.decode_steps=0", "rollout.decode_steps = 0"),
+        ("--rollout.graph_sampling=false", "rollout.decode_steps = 8 needs rollout.graph_sampling"),
     ],
 )
 def test_bad_values_on_cpu(override, fragment):

@@ -278,3 +278,5 @@ def test_bursts_of_decode_steps_give_the_single_step_tokens(num_blocks, monkeypa
     assert set(bursts[0]) == {1} and max(bursts[1]) == 4  # bursts ran, and were the only difference
     with pytest.raises(ValueError, match="decode_steps"):
         Engine(model, tok, decode_steps=0)
+    with pytest.raises(ValueError, match="needs graph_sampling"):
+        Engine(model, tok, graph_sampling=False)  # the default 8 steps

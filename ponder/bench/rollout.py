@@ -166,9 +166,8 @@ def _engine(model, tok, max_batch: int, kv_gib: float, block_size: int, **option
 
 def engine_options(args: argparse.Namespace) -> dict:
     """The engine's optional decode paths, as the command line chose them."""
-    return dict(
-        decode_splits=args.decode_splits, graph_sampling=args.graph_sampling, decode_steps=args.decode_steps
-    )
+    steps = args.decode_steps if args.graph_sampling else 1  # bursts need the sampling in the graphs
+    return dict(decode_splits=args.decode_splits, graph_sampling=args.graph_sampling, decode_steps=steps)
 
 
 class _NoTokenizer:
@@ -223,6 +222,9 @@ def bench_nano(args, shape: str, rows: list[Row]) -> None:
     )
     rows.append(ours)
     print(_fmt(ours), flush=True)
+    eng = None  # its KV cache (--kv-gib) would leave transformers too little memory on an 80 GB GPU
+    if dev == "cuda":
+        torch.cuda.empty_cache()
     if args.hf_new_tokens > 0:
         hf = HFGenerator(model, tok, max_batch=n)
         hs = SamplingConfig(
@@ -234,7 +236,7 @@ def bench_nano(args, shape: str, rows: list[Row]) -> None:
         ours.extra["x_transformers"] = ours.tok_s / row.tok_s
         rows.append(row)
         print(_fmt(row), flush=True)
-    eng = model = None  # free the GPU memory before the next shape
+    model = None  # free the GPU memory before the next shape
     if dev == "cuda":
         torch.cuda.empty_cache()
 
@@ -344,13 +346,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--decode-splits", type=int, default=1, help="decode attention split over the context (power of two)"
     )
     p.add_argument(
-        "--graph-sampling", action="store_true", help="lm_head and sampling inside the decode CUDA graphs"
+        "--graph-sampling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lm_head and sampling inside the decode CUDA graphs (default: on)",
     )
     p.add_argument(
         "--decode-steps",
         type=int,
-        default=1,
-        help="decode steps per host round trip (> 1: replayed back to back; implies --graph-sampling)",
+        default=8,
+        help="decode steps per host round trip, replayed back to back (default 8; 1: one per launch, "
+        "as with --no-graph-sampling)",
     )
     p.add_argument("--kv-gib", type=float, default=40.0, help="KV-cache size on the GPU")
     p.add_argument("--hf-new-tokens", type=int, default=128, help="transformers output length (0: skip)")

@@ -99,8 +99,8 @@ class Engine:
         autocast: torch.dtype | None = None,
         overlap: bool | str = "auto",
         decode_splits: int = 1,
-        graph_sampling: bool = False,
-        decode_steps: int = 1,
+        graph_sampling: bool = True,
+        decode_steps: int = 8,
     ) -> None:
         if max_batch <= 0:
             raise ValueError(f"max_batch={max_batch} must be positive")
@@ -117,11 +117,15 @@ class Engine:
         self.decode_splits = decode_splits  # Triton path: each decode attention's context in this many parts
         if decode_steps < 1:
             raise ValueError(f"decode_steps={decode_steps} must be positive")
-        # overlapped decode with sampling in the graphs: decode steps launched per host round trip (a
-        # burst; > 1 captures the sampling in the graphs)
+        if decode_steps > 1 and not graph_sampling:
+            raise ValueError(
+                f"decode_steps={decode_steps} needs graph_sampling (the graphs feed their own samples)"
+            )
+        # CUDA graphs, overlapped decode: decode steps launched per host round trip (a burst, replayed back
+        # to back: +49% tok/s at the 0.5B shape on an H100, BENCHMARKS.md), and lm_head and sampling
+        # captured with the forward (when sampling has no top-k / top-p / minimum length)
         self.decode_steps = decode_steps
-        # CUDA graphs: lm_head and sampling captured with the forward (when sampling has no top-k / top-p)
-        self.graph_sampling = graph_sampling or decode_steps > 1
+        self.graph_sampling = graph_sampling
         if max_prefill_tokens <= 0:
             raise ValueError(f"max_prefill_tokens={max_prefill_tokens} must be positive")
         self.prefix_cache = prefix_cache
