@@ -6,6 +6,8 @@
 #
 # SHAPES: comma-separated (default qwen2.5-0.5b,qwen3-0.6b). OPTIONS: each a quoted set of extra
 # `ponder bench rollout` flags tried on the engine alone (default: none).
+# The JSON's commit comes from `git rev-parse` on the GPU machine, whose copy of the git metadata can be
+# stale: prefix the call with PONDER_COMMIT=$(git rev-parse --short HEAD) taken here to record the right one.
 set -u
 out=${OUT:-/tmp/sweep}
 mkdir -p "$out"
