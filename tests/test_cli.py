@@ -53,3 +53,17 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     (run / "config.toml").write_text("")
     assert main(["train", "smoke", f"--run.dir={run}"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_bench_rollout_engine_options_follow_the_flags():
+    """`ponder bench rollout`: bursts and graph sampling on by default; --no-graph-sampling turns both off
+    (bursts need the sampling in the graphs), --decode-steps sets the burst length."""
+    from ponder.bench.rollout import engine_options
+    from ponder.cli import build_parser
+
+    parse = lambda *a: build_parser().parse_args(["bench", "rollout", *a])  # noqa: E731
+    assert engine_options(parse()) == dict(decode_splits=1, graph_sampling=True, decode_steps=8)
+    assert engine_options(parse("--no-graph-sampling"))["decode_steps"] == 1
+    assert engine_options(parse("--decode-steps", "4", "--decode-splits", "2")) == dict(
+        decode_splits=2, graph_sampling=True, decode_steps=4
+    )
