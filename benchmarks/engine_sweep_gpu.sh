@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU call: the engine's nano protocol with the transformers baseline, then the engine's options, the
-# decode-attention kernels alone, and the host/GPU profile. Logs under $OUT (or /tmp/sweep).
+# One GPU call: the GPU's copy bandwidth, the engine's nano protocol with the transformers baseline, then
+# the engine with each set of options (e.g. "--decode-splits 4", "--max-prefill-tokens 32768",
+# "--decode-steps 1"). Logs under $OUT (or /tmp/sweep).
 #
 #   bash benchmarks/engine_sweep_gpu.sh [SHAPES] [OPTIONS...]
 #

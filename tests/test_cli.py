@@ -62,8 +62,11 @@ def test_bench_rollout_engine_options_follow_the_flags():
     from ponder.cli import build_parser
 
     parse = lambda *a: build_parser().parse_args(["bench", "rollout", *a])  # noqa: E731
-    assert engine_options(parse()) == dict(decode_splits=1, graph_sampling=True, decode_steps=8)
+    assert engine_options(parse()) == dict(
+        decode_splits=1, graph_sampling=True, decode_steps=8, max_prefill_tokens=8192
+    )
     assert engine_options(parse("--no-graph-sampling"))["decode_steps"] == 1
     assert engine_options(parse("--decode-steps", "4", "--decode-splits", "2")) == dict(
-        decode_splits=2, graph_sampling=True, decode_steps=4
+        decode_splits=2, graph_sampling=True, decode_steps=4, max_prefill_tokens=8192
     )
+    assert engine_options(parse("--max-prefill-tokens", "32768"))["max_prefill_tokens"] == 32768

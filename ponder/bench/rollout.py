@@ -167,7 +167,12 @@ def _engine(model, tok, max_batch: int, kv_gib: float, block_size: int, **option
 def engine_options(args: argparse.Namespace) -> dict:
     """The engine's optional decode paths, as the command line chose them."""
     steps = args.decode_steps if args.graph_sampling else 1  # bursts need the sampling in the graphs
-    return dict(decode_splits=args.decode_splits, graph_sampling=args.graph_sampling, decode_steps=steps)
+    return dict(
+        decode_splits=args.decode_splits,
+        graph_sampling=args.graph_sampling,
+        decode_steps=steps,
+        max_prefill_tokens=args.max_prefill_tokens,
+    )
 
 
 class _NoTokenizer:
@@ -357,6 +362,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8,
         help="decode steps per host round trip, replayed back to back (default 8; 1: one per launch, "
         "as with --no-graph-sampling)",
+    )
+    p.add_argument(
+        "--max-prefill-tokens",
+        type=int,
+        default=8192,
+        help="prompt tokens per prefill step (the engine's chunk)",
     )
     p.add_argument("--kv-gib", type=float, default=40.0, help="KV-cache size on the GPU")
     p.add_argument("--hf-new-tokens", type=int, default=128, help="transformers output length (0: skip)")
