@@ -16,6 +16,8 @@ weights are unchanged (a fingerprint of every parameter's identity, storage and 
 and is dropped at the start of the first call after they changed, e.g. after an optimizer step.
 Chunked prefill: at most `max_prefill_tokens` prompt tokens are computed per step; a longer prompt is
 prefilled over several steps while the running sequences keep decoding.
+On CUDA, decode steps run in captured graphs with the sampling inside, overlapped with the host's
+bookkeeping, up to `decode_steps` of them per launch (a burst; see `_run`).
 """
 
 from __future__ import annotations
