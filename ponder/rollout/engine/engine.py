@@ -257,14 +257,7 @@ class Engine:
             if self._overlap(cache) and step.decode and not step.prefill:
                 steps = self._burst(sampling, len(step.decode))
                 if steps > 1:  # `schedule` gave each a slot for one token; the burst needs `steps`
-                    rest = max(
-                        (s.max_new_tokens or sampling.max_new_tokens) - s.num_generated for s in step.decode
-                    )
-                    steps = min(steps, rest)
-                    if sched.max_seq_tokens is not None:
-                        steps = min(steps, sched.max_seq_tokens - max(len(s) for s in step.decode) + 1)
-                    if steps < 1 or not sched.reserve(step.decode, 0, steps):
-                        steps = 1
+                    steps = sched.burst(step.decode, steps) or 1
                 pending = self._launch(cache, step.decode, sampling, None, steps)
             else:
                 self._step(sched, step, cache, sampling)
@@ -272,11 +265,17 @@ class Engine:
     def _burst(self, sampling: SamplingConfig, batch: int) -> int:
         """How many decode steps the next launch may run back to back: `decode_steps` when the graphs can
         sample for `sampling` at this batch size, else 1."""
+        return self.decode_steps if self._graph_samples(sampling, batch) else 1
+
+    def _graph_samples(self, sampling: SamplingConfig, batch: int) -> bool:
+        """Does this call's sampled graph run a decode step of `batch` rows under `sampling`?"""
         graphs = self._call_graphs
-        if self.decode_steps > 1 and graphs is not None and graphs.sampled and batch <= graphs.bmax:
-            if _graph_samplable(sampling):
-                return self.decode_steps
-        return 1
+        return (
+            graphs is not None
+            and bool(graphs.sampled)
+            and batch <= graphs.bmax
+            and _graph_samplable(sampling)
+        )
 
     def _overlap(self, cache: KVCache) -> bool:
         if self.overlap == "auto":
@@ -306,9 +305,8 @@ class Engine:
             row = {id(s): i for i, s in enumerate(prev.seqs)}
             idx = to_device(torch.tensor([row[id(s)] for s in seqs], dtype=torch.long), prev.tokens.device)
             tokens_in = prev.tokens.index_select(0, idx)
-        graphs = self._call_graphs
-        if graphs is not None and graphs.sampled and len(seqs) <= graphs.bmax and _graph_samplable(sampling):
-            tokens_B, logps_B = self._graph_step(graphs, seqs, offset, tokens_in, sampling, steps)
+        if self._graph_samples(sampling, len(seqs)):
+            tokens_B, logps_B = self._graph_step(self._call_graphs, seqs, offset, tokens_in, sampling, steps)
             t = self._phase("inputs", t)  # the sampling ran in the graph
         else:
             if steps != 1:

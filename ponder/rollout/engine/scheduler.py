@@ -165,12 +165,21 @@ class Scheduler:
             left, longest = max(left, rest), max(longest, n)
         if not nxt:
             return nxt, 0
-        steps = min(steps, left)
+        steps = self._fit(nxt, ahead, min(steps, left), longest)
+        return (nxt, steps) if steps else None
+
+    def burst(self, seqs: list[Sequence], steps: int) -> int:
+        """Slots for a burst of up to `steps` decode steps of `seqs` (just scheduled, nothing in flight),
+        sized as `lookahead` sizes one; its length, or 0 (nothing allocated) when it does not fit."""
+        limit = self.max_new_tokens
+        left = max((s.max_new_tokens or limit) - (len(s.tokens) - s.prompt_len) for s in seqs)
+        return self._fit(seqs, 0, min(steps, left), max(len(s.tokens) for s in seqs))
+
+    def _fit(self, seqs: list[Sequence], ahead: int, steps: int, longest: int) -> int:
+        """`steps` capped by `max_seq_tokens` for the longest sequence, its slots reserved; 0 if none fit."""
         if self.max_seq_tokens is not None:
             steps = min(steps, self.max_seq_tokens - (longest + ahead) + 1)
-        if steps < 1 or not self.reserve(nxt, ahead, steps):
-            return None
-        return nxt, steps
+        return steps if steps >= 1 and self.reserve(seqs, ahead, steps) else 0
 
     def reserve(self, seqs: list[Sequence], ahead: int, steps: int) -> bool:
         """Give each of `seqs` cache slots for the `steps` tokens it feeds next, at positions
